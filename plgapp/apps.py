@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class PlgappConfig(AppConfig):
+    name = "plgapp"
+    verbose_name = "Tenancy core"
+
+    def ready(self) -> None:
+        from plgapp import schema  # noqa: F401 - registers the OpenAPI auth extensions

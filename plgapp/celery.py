@@ -1,0 +1,48 @@
+"""The Celery app: JSON only, late acks, one message at a time, time limits, one queue per kind of work."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+from plgapp.beat_schedule import BEAT_SCHEDULE
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "plgapp.settings")
+
+QUEUES = ("ingest", "scoring", "playbooks", "actions", "default")
+
+app = Celery("plgapp")
+# Broker URL, eager mode and time limits come from Django settings (CELERY_* names), i.e. the environment.
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+    task_default_queue="default",
+    task_default_routing_key="default",
+    task_routes={
+        "accounts.tasks.*": {"queue": "ingest"},
+        "signals.tasks.*": {"queue": "ingest"},
+        "scoring.tasks.*": {"queue": "scoring"},
+        "playbooks.tasks.*": {"queue": "playbooks"},
+        "integrations.tasks.*": {"queue": "actions"},
+    },
+    task_serializer="json",
+    result_serializer="json",
+    event_serializer="json",
+    accept_content=["json"],
+    # Tasks are idempotent, so a task whose worker died is redelivered rather than lost.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    # Redis redelivers unacked messages after the visibility timeout: keep it above the hard time limit.
+    broker_transport_options={"visibility_timeout": 3600},
+    broker_connection_retry_on_startup=True,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_hijack_root_logger=False,
+    timezone="UTC",
+    enable_utc=True,
+    beat_schedule=BEAT_SCHEDULE,
+)
+app.autodiscover_tasks()

@@ -1,0 +1,246 @@
+"""Tenancy core: Tenant, TenantMember, ApiKey, and the fail-closed tenant-scoped base model.
+
+Every tenant-owned model derives from TenantScopedModel. Its manager refuses to query without a
+tenant: `Model.objects.for_tenant(tenant)` is the door, `Model.objects.unscoped()` the rare,
+greppable exception (system sweeps, key lookup). See docs/adr/0001-tenant-scoping.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from plgapp.keys import KeyKind
+from plgapp.roles import Role
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+class TenantScopeError(RuntimeError):
+    """A tenant-owned table was queried without naming the tenant."""
+
+
+SLUG_VALIDATOR = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+    "Use 1-50 lowercase letters, digits and hyphens, starting and ending with a letter or digit.",
+)
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def _create(self, email: str, password: str | None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("A user needs an email address")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save(using=self._db)
+        return user
+
+    def get_by_natural_key(self, username: str | None) -> User:
+        # Sign-in is by email, whatever its case.
+        return self.get(email__iexact=(username or "").strip())
+
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.update(is_staff=True, is_superuser=True)
+        return self._create(email, password, **extra)
+
+
+class User(AbstractUser):
+    """A person who logs in to the web UI (TenantMember gives them a role in a tenant). Email is the login."""
+
+    username = None  # type: ignore[assignment]
+    email = models.EmailField("email address", unique=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    objects: UserManager = UserManager()  # type: ignore[assignment,misc]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(Lower("email"), name="user_email_ci_unique")]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Tenant(models.Model):
+    """Our customer: a company using the platform. Owns all product data below it."""
+
+    name = models.CharField(max_length=200)
+    slug = models.CharField(max_length=50, unique=True, validators=[SLUG_VALIDATOR])
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+def _tenant_id(tenant: Tenant | int) -> int:
+    if isinstance(tenant, Tenant):
+        if tenant.pk is None:
+            raise TenantScopeError("cannot scope to an unsaved tenant")
+        return int(tenant.pk)
+    if isinstance(tenant, int) and not isinstance(tenant, bool):
+        return tenant
+    raise TenantScopeError(f"for_tenant() needs a Tenant or a tenant id, not {type(tenant).__name__}")
+
+
+class TenantQuerySet[M: models.Model](models.QuerySet[M]):
+    """A queryset that remembers its tenant, so rows created through it belong to that tenant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._scoped_tenant_id: int | None = None
+
+    def _clone(self) -> Self:
+        clone = super()._clone()  # type: ignore[misc]  # private in the stubs, stable in Django
+        clone._scoped_tenant_id = self._scoped_tenant_id
+        return clone
+
+    def _claim(self, obj: Any) -> None:
+        if self._scoped_tenant_id is None:
+            return
+        if obj.tenant_id is None:
+            obj.tenant_id = self._scoped_tenant_id
+        elif obj.tenant_id != self._scoped_tenant_id:
+            raise TenantScopeError(f"{type(obj).__name__} of tenant {obj.tenant_id} written through another tenant")
+
+    def create(self, **kwargs: Any) -> M:
+        if self._scoped_tenant_id is not None:
+            given = kwargs.pop("tenant", None)
+            given_id = kwargs.pop("tenant_id", None) or (given.pk if given is not None else None)
+            if given_id is not None and given_id != self._scoped_tenant_id:
+                raise TenantScopeError("create() names another tenant than the queryset's")
+            kwargs["tenant_id"] = self._scoped_tenant_id
+        return super().create(**kwargs)
+
+    def bulk_create(self, objs: Iterable[M], *args: Any, **kwargs: Any) -> list[M]:
+        objs = list(objs)
+        for obj in objs:
+            self._claim(obj)
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+class TenantManager[M: models.Model](models.Manager[M]):
+    """Fail-closed manager: `.for_tenant(t)` or `.unscoped()`; anything else raises TenantScopeError."""
+
+    _queryset_class = TenantQuerySet
+
+    def get_queryset(self) -> TenantQuerySet[M]:
+        # Reverse-relation managers (`parent.children.all()`) subclass this one and are already
+        # filtered by their parent row, which belongs to exactly one tenant.
+        if getattr(self, "instance", None) is not None and hasattr(self, "core_filters"):
+            return self._base_queryset()
+        raise TenantScopeError(
+            f"{self.model.__name__} is tenant-owned: use {self.model.__name__}.objects.for_tenant(tenant) "
+            "(or .unscoped() for a deliberate cross-tenant query)"
+        )
+
+    def _base_queryset(self) -> TenantQuerySet[M]:
+        return TenantQuerySet(model=self.model, using=self._db, hints=getattr(self, "_hints", None))
+
+    def for_tenant(self, tenant: Tenant | int) -> TenantQuerySet[M]:
+        tenant_id = _tenant_id(tenant)
+        queryset = self._base_queryset().filter(tenant_id=tenant_id)
+        queryset._scoped_tenant_id = tenant_id
+        return queryset
+
+    def none(self) -> TenantQuerySet[M]:
+        """An empty queryset leaks nothing (library code such as schema generators asks for one)."""
+        return self._base_queryset().none()
+
+    def unscoped(self) -> TenantQuerySet[M]:
+        """Every tenant's rows. Only for system-wide work (sweeps, key lookup); grep for it in review."""
+        return self._base_queryset()
+
+
+class TenantScopedModel(models.Model):
+    """Base of every tenant-owned table (a meta-test enforces it)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+
+    objects: ClassVar[TenantManager[Any]] = TenantManager()
+
+    class Meta:
+        abstract = True
+
+
+class TenantMember(TenantScopedModel):
+    """A login user of a tenant and their role there."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[TenantManager[TenantMember]]  # inherited from TenantScopedModel; typed here
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "user"], name="tenantmember_tenant_user_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.tenant_id}:{self.role}"
+
+
+KEY_KIND_CHOICES = [(kind.value, kind.value.title()) for kind in KeyKind]
+
+
+class ApiKey(TenantScopedModel):
+    """A write key (ingestion) or secret key (management API). The key itself is never stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=KEY_KIND_CHOICES)
+    prefix = models.CharField(max_length=20, help_text="The first characters of the key, to recognize it.")
+    hash = models.CharField(max_length=64, help_text="sha256 of the key, hex.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects: ClassVar[TenantManager[ApiKey]]  # inherited from TenantScopedModel; typed here
+
+    class Meta:
+        constraints = [
+            # Global on purpose: a key is looked up by its hash before we know its tenant.
+            models.UniqueConstraint(fields=["hash"], name="apikey_hash_unique"),
+        ]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="apikey_tenant_created")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.kind})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class WorkerHeartbeat(models.Model):
+    """Last time a worker consumed from each Celery queue (system table, not tenant data)."""
+
+    queue = models.CharField(max_length=100, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.queue}@{self.hostname}"

@@ -1,0 +1,54 @@
+"""Reads of the tenancy core."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from plgapp.keys import hash_key, kind_of
+from plgapp.models import ApiKey, Tenant, TenantMember, WorkerHeartbeat
+
+
+def api_keys_list(*, tenant: Tenant, include_revoked: bool = True) -> QuerySet[ApiKey]:
+    queryset = ApiKey.objects.for_tenant(tenant).select_related("created_by")
+    if not include_revoked:
+        queryset = queryset.filter(revoked_at__isnull=True)
+    return queryset.order_by("-created_at")
+
+
+def api_key_find_active(*, raw_key: str) -> ApiKey | None:
+    """The active key for a presented key string, with its tenant. Cross-tenant by nature: the key names it."""
+    if kind_of(raw_key) is None:
+        return None
+    api_key = ApiKey.objects.unscoped().select_related("tenant").filter(hash=hash_key(raw_key)).first()
+    if api_key is None or api_key.revoked_at is not None:
+        return None
+    return api_key
+
+
+def tenant_member_find(*, user: AbstractBaseUser | AnonymousUser, tenant_slug: str) -> TenantMember | None:
+    """The user's membership of the tenant with this slug; None when the tenant is missing or not theirs."""
+    if not user.is_authenticated:
+        return None
+    return (
+        TenantMember.objects.unscoped()
+        .select_related("tenant")
+        .filter(user_id=user.pk, tenant__slug=tenant_slug)
+        .first()
+    )
+
+
+def tenant_memberships_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[TenantMember]:
+    if not user.is_authenticated:
+        return []
+    return list(
+        TenantMember.objects.unscoped().select_related("tenant").filter(user_id=user.pk).order_by("tenant__name")
+    )
+
+
+def tenant_members_list(*, tenant: Tenant) -> QuerySet[TenantMember]:
+    return TenantMember.objects.for_tenant(tenant).select_related("user").order_by("user__email")
+
+
+def worker_heartbeats() -> dict[str, WorkerHeartbeat]:
+    return {beat.queue: beat for beat in WorkerHeartbeat.objects.all()}

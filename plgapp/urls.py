@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import URLPattern, URLResolver, include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from plgapp import health, views
+from plgapp.forms import EmailAuthenticationForm
+
+handler403 = "plgapp.views.forbidden"
+handler404 = "plgapp.views.not_found"
+handler500 = "plgapp.views.server_error"
+
+tenant_ui: list[URLPattern | URLResolver] = [
+    path("", views.tenant_overview, name="tenant_overview"),
+    path("settings/api-keys/", views.api_keys, name="api_keys"),
+    path("settings/api-keys/<uuid:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
+    path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="tenant-api")),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.home, name="home"),
+    path("t/<slug:tenant_slug>/", include(tenant_ui)),
+    path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="api")),
+    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
+        name="api-docs",
+    ),
+]

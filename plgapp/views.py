@@ -1,0 +1,139 @@
+"""Server-rendered UI of the tenancy core: sign-in, tenant home and switcher, API keys page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import redirect, render
+from django.template import loader
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from plgapp.api_errors import SERVER_ERROR, error_body
+from plgapp.forms import ApiKeyCreateForm
+from plgapp.models import ApiKey
+from plgapp.roles import Capability
+from plgapp.selectors import api_keys_list, tenant_members_list, tenant_memberships_for_user, worker_heartbeats
+from plgapp.services import CreatedApiKey, api_key_create, api_key_revoke
+from plgapp.tenancy import TenantAccess, access_for_user
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+ViewFunc = Callable[..., HttpResponseBase]
+
+
+def tenant_page(
+    *, read: Capability = Capability.VIEW, write: Capability | None = None
+) -> Callable[[ViewFunc], ViewFunc]:
+    """Resolve /t/<tenant_slug>/ against the user's memberships (404 if not theirs) and check the role."""
+
+    def decorator(view: ViewFunc) -> ViewFunc:
+        @login_required
+        @wraps(view)
+        def wrapper(request: HttpRequest, tenant_slug: str, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            access = access_for_user(user=request.user, tenant_slug=tenant_slug)
+            if access is None:
+                raise Http404("No such tenant")
+            required = read if request.method in SAFE_METHODS else (write or read)
+            if not access.can(required):
+                raise PermissionDenied(f"Your role ({access.role}) cannot open this page.")
+            request.tenant_access = access  # type: ignore[attr-defined]
+            request.session["tenant_slug"] = tenant_slug
+            return view(request, access, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    memberships = tenant_memberships_for_user(user=request.user)
+    if not memberships:
+        return render(request, "plgapp/no_tenant.html", status=200)
+    slugs = [member.tenant.slug for member in memberships]
+    last = request.session.get("tenant_slug")
+    return redirect("tenant_overview", tenant_slug=last if last in slugs else slugs[0])
+
+
+@tenant_page()
+def tenant_overview(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    context: dict[str, Any] = {
+        "members": tenant_members_list(tenant=access.tenant),
+        "heartbeats": worker_heartbeats(),
+    }
+    if access.can(Capability.MANAGE_TENANT):
+        context["active_key_count"] = api_keys_list(tenant=access.tenant, include_revoked=False).count()
+    return render(request, "plgapp/tenant_overview.html", context)
+
+
+def _render_api_keys(
+    request: HttpRequest, access: TenantAccess, *, form: ApiKeyCreateForm, created: CreatedApiKey | None, status: int
+) -> HttpResponse:
+    context = {"form": form, "created": created, "api_keys": api_keys_list(tenant=access.tenant)}
+    template = "plgapp/_api_keys_panel.html" if getattr(request, "htmx", False) else "plgapp/api_keys.html"
+    return render(request, template, context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_page(read=Capability.MANAGE_TENANT, write=Capability.MANAGE_TENANT)
+def api_keys(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    if request.method == "GET":
+        return _render_api_keys(request, access, form=ApiKeyCreateForm(), created=None, status=200)
+    form = ApiKeyCreateForm(request.POST)
+    if not form.is_valid():
+        return _render_api_keys(request, access, form=form, created=None, status=400)
+    created = api_key_create(
+        tenant=access.tenant,
+        kind=form.cleaned_data["kind"],
+        name=form.cleaned_data["name"],
+        created_by=request.user,  # type: ignore[arg-type]
+    )
+    # Rendered, not redirected: the key must not travel through a session or a URL to be shown once.
+    return _render_api_keys(request, access, form=ApiKeyCreateForm(), created=created, status=201)
+
+
+@require_POST
+@tenant_page(read=Capability.MANAGE_TENANT, write=Capability.MANAGE_TENANT)
+def api_key_revoke_view(request: HttpRequest, access: TenantAccess, key_id: UUID) -> HttpResponse:
+    try:
+        revoked = api_key_revoke(tenant=access.tenant, key_id=key_id)
+    except ApiKey.DoesNotExist as exc:
+        raise Http404("No such API key") from exc
+    if getattr(request, "htmx", False):
+        return _render_api_keys(request, access, form=ApiKeyCreateForm(), created=None, status=200)
+    messages.success(request, f"Revoked {revoked.name} ({revoked.prefix}…).")
+    return redirect(reverse("api_keys", kwargs={"tenant_slug": access.tenant.slug}))
+
+
+# --- Error pages: JSON under /api/, HTML elsewhere -------------------------------------------------
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") or "/api/v1/" in request.path
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return render(request, "404.html", status=404)
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    message = str(exception) if exception and str(exception) else "You do not have permission to open this page."
+    if _is_api(request):
+        return JsonResponse(error_body("permission_denied", message), status=403)
+    return render(request, "403.html", {"message": message}, status=403)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(SERVER_ERROR, status=500)
+    # No request context: the failure may be the database that context processors would query.
+    return HttpResponse(loader.get_template("500.html").render(), status=500)

@@ -1,0 +1,101 @@
+"""Celery: configuration, the beat schedule, and a real worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from plgapp.beat_schedule import BEAT_SCHEDULE
+from plgapp.celery import QUEUES, app
+from plgapp.models import WorkerHeartbeat
+from plgapp.tasks import heartbeat_record_task, heartbeats_dispatch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_beat_entry_names_a_registered_task() -> None:
+    app.loader.import_default_modules()
+
+    assert BEAT_SCHEDULE, "the beat schedule is empty"
+    for name, entry in BEAT_SCHEDULE.items():
+        assert entry["task"] in app.tasks, f"beat entry {name!r} names unknown task {entry['task']!r}"
+    assert app.conf.beat_schedule == BEAT_SCHEDULE
+
+
+def test_celery_is_configured_for_safe_redelivery() -> None:
+    conf = app.conf
+
+    assert conf.accept_content == ["json"]
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert 0 < conf.task_soft_time_limit < conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
+    assert [q.name for q in conf.task_queues] == list(QUEUES)
+    assert conf.broker_url == settings.REDIS_URL
+
+
+def test_tasks_of_each_app_route_to_its_queue() -> None:
+    router = app.amqp.router
+
+    def queue_of(task_name: str) -> str:
+        return str(router.route({}, task_name)["queue"].name)
+
+    assert queue_of("signals.tasks.events_process") == "ingest"
+    assert queue_of("scoring.tasks.scores_compute") == "scoring"
+    assert queue_of("playbooks.tasks.playbooks_evaluate") == "playbooks"
+    assert queue_of("integrations.tasks.action_send") == "actions"
+    assert queue_of("plgapp.tasks.heartbeats_dispatch") == "default"
+
+
+@pytest.mark.django_db
+def test_the_heartbeat_dispatch_sends_one_heartbeat_to_every_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[tuple[str, ...], str]] = []
+    monkeypatch.setattr(heartbeat_record_task, "apply_async", lambda args, queue, **kw: sent.append((args, queue)))
+
+    heartbeats_dispatch()
+
+    assert sent == [((queue,), queue) for queue in QUEUES]
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    host = quote(db["HOST"] or "", safe="")
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    password = f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else ""
+    return f"postgres://{quote(db['USER'] or '')}{password}@{host}{port}/{db['NAME']}"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_process_consumes_a_task_and_writes_a_row() -> None:
+    queue = f"test-{uuid.uuid4().hex[:12]}"  # a private queue: no other worker may take the message
+    env = dict(os.environ, DATABASE_URL=_test_database_url(), CELERY_TASK_ALWAYS_EAGER="false", LOG_FORMAT="console")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "plgapp", "worker", "--queues", queue, "--pool", "solo",
+         "--concurrency", "1", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        heartbeat_record_task.apply_async(args=(queue,), queue=queue)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and worker.poll() is None:
+            if WorkerHeartbeat.objects.filter(queue=queue).exists():
+                break
+            time.sleep(0.2)
+        beat = WorkerHeartbeat.objects.filter(queue=queue).first()
+        assert beat is not None, "the worker did not write the row within 60 s"
+        assert beat.hostname
+    finally:
+        worker.terminate()
+        output, _ = worker.communicate(timeout=30)
+    assert worker.returncode in (0, -15), output.decode(errors="replace")

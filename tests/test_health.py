@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from unittest import mock
+
+from django.db import OperationalError, connection
+from django.test import Client, override_settings
+
+
+def test_healthz_says_the_process_is_alive() -> None:
+    response = Client().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_200_when_postgres_and_redis_answer(db: None) -> None:
+    response = Client().get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+@override_settings(REDIS_URL="redis://127.0.0.1:1/0")
+def test_readyz_is_503_naming_redis_when_redis_is_down(db: None) -> None:
+    response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"].startswith("unavailable: ConnectionError")
+
+
+def test_readyz_is_503_naming_the_database_when_it_is_down(db: None) -> None:
+    with mock.patch.object(connection, "cursor", side_effect=OperationalError("connection refused")):
+        response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "unavailable: OperationalError: connection refused"
+    assert response.json()["checks"]["redis"] == "ok"

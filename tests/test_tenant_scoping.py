@@ -1,0 +1,127 @@
+"""The fail-closed tenant door (DESIGN §4): no tenant, no rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.apps import apps
+from django.db import models
+
+from plgapp.keys import KeyKind
+from plgapp.models import ApiKey, TenantManager, TenantMember, TenantScopedModel, TenantScopeError
+from plgapp.services import api_key_create
+from tests.conftest import TenantWorld
+
+# (model label, field) pairs that may be unique across tenants, with the reason.
+GLOBAL_UNIQUE_ALLOWED = {
+    ("plgapp.ApiKey", ("hash",)): "a key is looked up by its hash before its tenant is known",
+}
+
+
+def tenant_owned_models() -> list[type[models.Model]]:
+    return [
+        model for model in apps.get_models() if any(field.name == "tenant" for field in model._meta.concrete_fields)
+    ]
+
+
+def test_every_model_with_a_tenant_field_uses_the_tenant_scoped_base() -> None:
+    offenders = [
+        model._meta.label
+        for model in tenant_owned_models()
+        if not issubclass(model, TenantScopedModel)
+        or not isinstance(model._default_manager, TenantManager)
+        or model._meta.get_field("tenant").null
+    ]
+    assert offenders == [], f"tenant-owned models outside the fail-closed base: {offenders}"
+    assert {"plgapp.ApiKey", "plgapp.TenantMember"} <= {m._meta.label for m in tenant_owned_models()}
+
+
+def test_every_unique_constraint_and_index_of_tenant_data_leads_with_tenant() -> None:
+    offenders = []
+    for model in tenant_owned_models():
+        label = model._meta.label
+        for field in model._meta.concrete_fields:
+            if field.unique and not field.primary_key and (label, (field.name,)) not in GLOBAL_UNIQUE_ALLOWED:
+                offenders.append(f"{label}.{field.name} is unique=True (make it unique together with tenant)")
+        for constraint in model._meta.constraints:
+            fields = tuple(getattr(constraint, "fields", ()) or ())
+            is_unique = isinstance(constraint, models.UniqueConstraint)
+            if is_unique and (label, fields) not in GLOBAL_UNIQUE_ALLOWED and (not fields or fields[0] != "tenant"):
+                offenders.append(f"{label} constraint {constraint.name} does not start with tenant")
+        for index in model._meta.indexes:
+            if not index.fields or index.fields[0] != "tenant":
+                offenders.append(f"{label} index {index.name} does not start with tenant")
+    assert offenders == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "query",
+    [
+        lambda: list(ApiKey.objects.all()),
+        lambda: ApiKey.objects.filter(kind="write").count(),
+        lambda: ApiKey.objects.get(name="x"),
+        lambda: ApiKey.objects.create(name="x", kind="write", prefix="p", hash="h"),
+        lambda: TenantMember.objects.exists(),
+    ],
+    ids=["all", "filter-count", "get", "create", "exists"],
+)
+def test_querying_tenant_data_without_a_tenant_raises(query: Callable[[], object]) -> None:
+    with pytest.raises(TenantScopeError, match="for_tenant"):
+        query()
+
+
+def test_for_tenant_sees_only_that_tenants_rows(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    names_a = set(ApiKey.objects.for_tenant(tenant_a.tenant).values_list("name", flat=True))
+    names_b = set(ApiKey.objects.for_tenant(tenant_b.tenant.pk).values_list("name", flat=True))
+
+    assert names_a == {"tenant-a write", "tenant-a secret"}
+    assert names_b == {"tenant-b write", "tenant-b secret"}
+
+
+def test_rows_created_through_a_scoped_queryset_belong_to_its_tenant(tenant_a: TenantWorld) -> None:
+    key = ApiKey.objects.for_tenant(tenant_a.tenant).create(name="n", kind="write", prefix="plg_pk_x", hash="1" * 64)
+    [bulk] = ApiKey.objects.for_tenant(tenant_a.tenant).bulk_create(
+        [ApiKey(name="b", kind="write", prefix="plg_pk_y", hash="2" * 64)]
+    )
+
+    assert key.tenant_id == tenant_a.tenant.pk
+    assert bulk.tenant_id == tenant_a.tenant.pk
+
+
+def test_writing_another_tenants_row_through_a_scoped_queryset_raises(
+    tenant_a: TenantWorld, tenant_b: TenantWorld
+) -> None:
+    scoped_to_a = ApiKey.objects.for_tenant(tenant_a.tenant)
+
+    with pytest.raises(TenantScopeError):
+        scoped_to_a.create(tenant=tenant_b.tenant, name="n", kind="write", prefix="p", hash="3" * 64)
+    with pytest.raises(TenantScopeError):
+        scoped_to_a.bulk_create([ApiKey(tenant=tenant_b.tenant, name="n", kind="write", prefix="p", hash="4" * 64)])
+
+
+def test_for_tenant_refuses_things_that_are_not_tenants(tenant_a: TenantWorld) -> None:
+    with pytest.raises(TenantScopeError):
+        ApiKey.objects.for_tenant("tenant-a")  # type: ignore[arg-type]
+    with pytest.raises(TenantScopeError):
+        ApiKey.objects.for_tenant(None)  # type: ignore[arg-type]
+
+
+def test_unscoped_is_the_explicit_way_to_query_across_tenants(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    assert ApiKey.objects.unscoped().filter(kind=KeyKind.WRITE).count() == 2
+
+
+def test_reverse_relations_are_scoped_by_their_parent_row(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    memberships = list(tenant_a.admin.tenant_memberships.all())
+
+    assert [m.tenant_id for m in memberships] == [tenant_a.tenant.pk]
+
+
+def test_deleting_a_tenant_removes_its_rows_only(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    api_key_create(tenant=tenant_a.tenant, kind=KeyKind.WRITE, name="extra")
+
+    tenant_a.tenant.delete()
+
+    assert ApiKey.objects.unscoped().filter(tenant_id=tenant_b.tenant.pk).count() == 2
+    assert ApiKey.objects.unscoped().count() == 2
