@@ -16,9 +16,15 @@ from tests.factories import PASSWORD, TenantFactory, TenantMemberFactory, UserFa
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """Real hashing costs ~0.5 s a password by design; tests need logins, not brute-force resistance."""
+def test_settings(settings: Any) -> None:
+    # Real hashing costs ~0.5 s a password by design; tests need logins, not brute-force resistance.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Serve static files from the apps (no collectstatic manifest in a fresh checkout).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    settings.WHITENOISE_USE_FINDERS = True
 
 
 @dataclass
