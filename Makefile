@@ -10,6 +10,9 @@ INSTALLED := $(VENV)/.installed
 SERVICES := $(PY) -m plgapp.devservices
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+# Browser tests drive Debian's Chromium (never a downloaded browser build).
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM_PATH := $(CHROMIUM)
 
 .PHONY: help install lint format test demo run bench clean
 
@@ -41,7 +44,14 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
+		echo "The browser tests need Chromium: sudo apt-get install chromium (or set CHROMIUM=/path/to/chromium)" >&2; \
+		exit 1; fi; \
+	echo "installing Debian's chromium package for the browser tests"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
+test: lint $(CHROMIUM)
 	$(SERVICES) run --instance test -- $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install

@@ -44,7 +44,8 @@ def tenant_page(
             if not access.can(required):
                 raise PermissionDenied(f"Your role ({access.role}) cannot open this page.")
             request.tenant_access = access  # type: ignore[attr-defined]
-            request.session["tenant_slug"] = tenant_slug
+            if request.session.get("tenant_slug") != tenant_slug:
+                request.session["tenant_slug"] = tenant_slug  # where "/" takes the user next time
             return view(request, access, *args, **kwargs)
 
         return wrapper

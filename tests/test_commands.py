@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -146,3 +147,25 @@ def test_apikey_errors_are_clear(tenant_a: TenantWorld) -> None:
         run("apikey", "list", "--tenant", "nope")
     with pytest.raises(CommandError, match="No key"):
         run("apikey", "revoke", "--tenant", tenant_a.slug, "plg_sk_zzzzzzzz")
+
+
+@pytest.mark.django_db
+def test_demo_setup_is_idempotent_and_prints_a_working_login(tmp_path: Path) -> None:
+    credentials = tmp_path / "demo.json"
+
+    first, _ = run("demo_setup", "--credentials-file", str(credentials), "--url", "http://127.0.0.1:9000")
+    second, _ = run("demo_setup", "--credentials-file", str(credentials))
+    saved = json.loads(credentials.read_text())
+
+    assert "http://127.0.0.1:9000/t/demo/" in first
+    assert saved["password"] in first
+    assert saved["password"] in second
+    assert Tenant.objects.filter(slug="demo").count() == 1
+    assert User.objects.get(email="admin@demo.local").check_password(saved["password"])
+    demo = Tenant.objects.get(slug="demo")
+    assert ApiKey.objects.for_tenant(demo).count() == 2  # the saved keys were reused, not replaced
+    for kind in ("write", "secret"):
+        key = api_key_find_active(raw_key=saved[f"{kind}_key"])
+        assert key is not None
+        assert key.kind == kind
+    assert oct(credentials.stat().st_mode & 0o777) == "0o600"

@@ -43,8 +43,9 @@ class Command(BaseCommand):
         tenant = Tenant.objects.filter(slug=DEMO_SLUG).first() or tenant_create(name="Demo Inc.", slug=DEMO_SLUG)
         password = saved.get("password") or secrets.token_urlsafe(12)
         admin, _created = user_get_or_create(email=DEMO_EMAIL, password=password)
-        admin.set_password(password)  # keep the login and the printed password in step
-        admin.save(update_fields=["password"])
+        if not admin.check_password(password):  # keep the login and the printed password in step
+            admin.set_password(password)
+            admin.save(update_fields=["password"])
         tenant_member_set_role(tenant=tenant, user=admin, role=Role.ADMIN)
         keys = {}
         for kind in (KeyKind.WRITE, KeyKind.SECRET):
