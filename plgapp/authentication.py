@@ -42,6 +42,10 @@ def authenticate_raw_key(raw_key: str, *, accepted: frozenset[KeyKind]) -> tuple
     kind = kind_of(raw_key)
     if kind is None:
         raise AuthenticationFailed("That is not an API key of this service: keys start with plg_pk_ or plg_sk_.")
+    if kind == KeyKind.SECRET and kind not in accepted:
+        raise AuthenticationFailed(
+            "This is a secret key (plg_sk_…), which is for the management API; send data with a write key (plg_pk_…)."
+        )
     if kind not in accepted:
         wanted = " or ".join(sorted(k.value for k in accepted))
         raise AuthenticationFailed(f"This endpoint needs a {wanted} key; a {kind.value} key was sent.")
@@ -83,9 +87,13 @@ class SecretKeyAuthentication(BaseAuthentication):
 
 
 class WriteKeyAuthentication(BaseAuthentication):
-    """Write (or secret) key from `x-api-key`, HTTP Basic user name, or `Authorization: Bearer`."""
+    """Write key from `x-api-key`, HTTP Basic user name, or `Authorization: Bearer`.
 
-    accepted = frozenset({KeyKind.WRITE, KeyKind.SECRET})
+    Secret keys are refused here: they belong on servers talking to the management API, and a
+    secret key showing up in ingestion traffic usually means it was shipped inside a client app.
+    """
+
+    accepted = frozenset({KeyKind.WRITE})
 
     def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
         raw_key = self._raw_key(request)

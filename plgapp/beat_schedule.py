@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "dirty-entities-sweep": {
+        "task": "signals.tasks.dirty_entities_sweep",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "worker-heartbeats": {
         "task": "plgapp.tasks.heartbeats_dispatch",
         "schedule": 60.0,

@@ -37,7 +37,8 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_ignore_result=True,
     # Redis redelivers unacked messages after the visibility timeout: keep it above the hard time limit.
-    broker_transport_options={"visibility_timeout": 3600},
+    broker_transport_options={"visibility_timeout": 3600, "socket_connect_timeout": 2},
+    broker_connection_timeout=2,
     broker_connection_retry_on_startup=True,
     worker_cancel_long_running_tasks_on_connection_loss=True,
     worker_hijack_root_logger=False,

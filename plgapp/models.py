@@ -85,6 +85,9 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.CharField(max_length=50, unique=True, validators=[SLUG_VALIDATOR])
+    ingest_rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Ingestion requests a minute per key; empty = INGEST_RATE_LIMIT_PER_MINUTE."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -32,7 +32,7 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
 }
 
 # A secret key is the management API's admin; a write key can only send data (it ships inside client apps).
-SECRET_KEY_CAPABILITIES = ROLE_CAPABILITIES[Role.ADMIN] | {Capability.INGEST}
+SECRET_KEY_CAPABILITIES = ROLE_CAPABILITIES[Role.ADMIN]
 WRITE_KEY_CAPABILITIES = frozenset({Capability.INGEST})
 
 

@@ -56,8 +56,11 @@ def test_a_write_key_as_basic_auth_user_authenticates_like_segment_sdks(tenant_a
     assert response.data["tenant"] == "tenant-a"
 
 
-def test_a_secret_key_may_also_send_data(tenant_a: TenantWorld) -> None:
-    assert call_probe(HTTP_X_API_KEY=tenant_a.secret_key).data["kind"] == "secret"
+def test_a_secret_key_is_refused_on_ingestion_and_told_why(tenant_a: TenantWorld) -> None:
+    response = call_probe(HTTP_X_API_KEY=tenant_a.secret_key)
+
+    assert response.status_code == 401
+    assert "send data with a write key" in response.data["error"]["message"]
 
 
 @pytest.mark.parametrize(

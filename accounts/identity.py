@@ -1,0 +1,203 @@
+"""Identity resolution: which user (userId / email) or account (accountId / domain) a call means.
+
+One Resolver per kind and request. `plan()` walks the references of a request in order against the
+rows they can match (fetched in one query) and decides — in memory — what to create, which
+identifiers move, and which records turn out to be one (see docs/adr/0004-identity-resolution.md):
+
+- the stable id (userId / accountId) decides who someone is; email / domain is an attribute that
+  can change and can move to another record;
+- a record known only by its email/domain that gets a stable id through a call that also names an
+  existing record with that id is the same person: it is merged into that record;
+- a record that already has another stable id keeps it and loses the email/domain to the new owner.
+
+`flush()` then applies the plan with a handful of statements: identifier moves, merges, and one
+multi-row insert for everything new. A concurrent request that created the same identifier first
+makes the insert fail with IntegrityError; the ingestion service retries the whole request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Q
+
+from accounts.models import Account, EndUser
+from plgapp.models import Tenant
+
+
+@dataclass(eq=False)
+class Node:
+    pk: int | None
+    external_id: str | None
+    alt: str | None
+    parent: Node | None = None
+    original_alt: str | None = None
+    merged_into: Node | None = None
+    alt_dirty: bool = False
+    external_dirty: bool = False
+
+    def root(self) -> Node:
+        node = self
+        while node.parent is not None:
+            node = node.parent
+        return node
+
+
+@dataclass
+class Merge:
+    survivor: Node
+    loser: Node
+
+
+@dataclass
+class Resolver:
+    tenant: Tenant
+    model: type[EndUser] | type[Account]
+    alt_field: str  # "email" or "domain"
+    by_external: dict[str, Node] = field(default_factory=dict)
+    by_alt: dict[str, Node] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+
+    @classmethod
+    def for_users(cls, tenant: Tenant) -> Resolver:
+        return cls(tenant=tenant, model=EndUser, alt_field="email")
+
+    @classmethod
+    def for_accounts(cls, tenant: Tenant) -> Resolver:
+        return cls(tenant=tenant, model=Account, alt_field="domain")
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def prefetch(self, refs: Iterable[tuple[str | None, str | None]]) -> None:
+        refs = list(refs)
+        external_ids = {ext for ext, _alt in refs if ext}
+        alts = {alt for _ext, alt in refs if alt}
+        if not external_ids and not alts:
+            return
+        condition = Q(external_id__in=external_ids) | Q(**{f"{self.alt_field}__in": alts})
+        rows = (
+            self.model.objects.for_tenant(self.tenant)
+            .filter(condition)
+            .values_list("pk", "external_id", self.alt_field)
+        )
+        for pk, external_id, alt in rows:
+            self._register(Node(pk=pk, external_id=external_id, alt=alt, original_alt=alt))
+
+    def _register(self, node: Node) -> None:
+        self.nodes.append(node)
+        if node.external_id:
+            self.by_external[node.external_id] = node
+        if node.alt:
+            self.by_alt[node.alt] = node
+
+    def _set_alt(self, node: Node, alt: str) -> None:
+        holder = self.by_alt.get(alt)
+        if holder is not None and holder.root() is not node:
+            holder.root().alt = None
+            holder.root().alt_dirty = True
+        if node.alt and self.by_alt.get(node.alt) is node:
+            del self.by_alt[node.alt]
+        node.alt = alt
+        node.alt_dirty = True
+        self.by_alt[alt] = node
+
+    def _merge(self, survivor: Node, loser: Node) -> None:
+        if survivor.pk is None and loser.pk is not None:
+            # Keep the existing row: it carries history. The pending node only brought identifiers.
+            survivor, loser = loser, survivor
+        loser.parent = survivor
+        if loser.external_id and survivor.external_id is None:
+            survivor.external_id = loser.external_id
+            survivor.external_dirty = True
+            self.by_external[loser.external_id] = survivor
+        if loser.pk is not None:
+            self.merges.append(Merge(survivor=survivor, loser=loser))
+        if loser.alt and survivor.alt is None:
+            alt = loser.alt
+            loser.alt = None
+            self._set_alt(survivor, alt)
+
+    def find(self, external_id: str | None, alt: str | None) -> Node | None:
+        """The existing record a reference names, without creating or changing anything."""
+        if external_id:
+            node = self.by_external.get(external_id)
+            return node.root() if node is not None else None
+        node = self.by_alt.get(alt) if alt else None
+        return node.root() if node is not None else None
+
+    def resolve(self, external_id: str | None, alt: str | None) -> Node:
+        by_id = self.by_external[external_id].root() if external_id and external_id in self.by_external else None
+        by_alt = self.by_alt[alt].root() if alt and alt in self.by_alt else None
+        if by_id is None and by_alt is None:
+            node = Node(pk=None, external_id=external_id, alt=alt)
+            self._register(node)
+            return node
+        if by_id is not None and (by_alt is None or by_alt is by_id):
+            if alt and by_id.alt != alt:
+                self._set_alt(by_id, alt)
+            return by_id
+        if by_id is None:
+            assert by_alt is not None
+            if external_id is None or by_alt.external_id is None:
+                if external_id:
+                    by_alt.external_id = external_id
+                    by_alt.external_dirty = True
+                    self.by_external[external_id] = by_alt
+                return by_alt
+            # The email/domain belongs to someone with another stable id: it moves to a new record.
+            node = Node(pk=None, external_id=external_id, alt=None)
+            self._register(node)
+            self._set_alt(node, alt)  # type: ignore[arg-type]
+            return node
+        assert by_id is not None
+        assert by_alt is not None
+        if by_alt.external_id is None:
+            self._merge(survivor=by_id, loser=by_alt)
+            if alt and by_id.alt != alt:
+                self._set_alt(by_id, alt)
+        else:
+            self._set_alt(by_id, alt)  # type: ignore[arg-type]
+        return by_id
+
+    # --- applying ------------------------------------------------------------------------------
+
+    def flush(self, *, merge: Callable[[int, int], None], defaults: Callable[[], dict[str, Any]]) -> None:
+        """Apply the plan: free moved identifiers, merge, update, insert; every node gets its pk."""
+        manager = self.model.objects.for_tenant(self.tenant)
+        roots = [node for node in self.nodes if node.parent is None]
+        losing_alt = [n.pk for n in roots if n.pk is not None and n.alt_dirty and n.original_alt is not None]
+        if losing_alt:
+            manager.filter(pk__in=losing_alt).update(**{self.alt_field: None})
+        for item in self.merges:
+            merge(item.survivor.root().pk, item.loser.pk)  # type: ignore[arg-type]
+        for node in roots:
+            if node.pk is not None and (node.alt_dirty or node.external_dirty):
+                changes: dict[str, Any] = {}
+                if node.alt_dirty and node.alt is not None:
+                    changes[self.alt_field] = node.alt
+                if node.external_dirty:
+                    changes["external_id"] = node.external_id
+                if changes:
+                    manager.filter(pk=node.pk).update(**changes)
+        pending = [node for node in roots if node.pk is None]
+        if pending:
+            rows = [
+                self.model(
+                    tenant=self.tenant,
+                    external_id=node.external_id,
+                    **{self.alt_field: node.alt},
+                    **defaults(),
+                )
+                for node in pending
+            ]
+            created = manager.bulk_create(rows)  # type: ignore[arg-type]
+            for node, row in zip(pending, created, strict=True):
+                node.pk = row.pk
+
+    def pk_of(self, node: Node) -> int:
+        pk = node.root().pk
+        assert pk is not None, "flush() first"
+        return pk

@@ -1,0 +1,119 @@
+"""Shared HTTP plumbing of both ingestion doors: bounded (gzip) bodies, JSON errors, rate limits, outages."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
+from rest_framework import exceptions
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from plgapp.models import ApiKey
+from plgapp.roles import Capability
+from plgapp.tenancy import access_for_api_key
+from signals.ratelimit import RateLimit, default_limit, rate_limit_hit
+
+DATABASE_RETRY_AFTER = 5
+
+
+class BodyError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def read_body(request: HttpRequest, *, limit: int) -> bytes:
+    """The request body, gunzipped if needed, refusing more than `limit` bytes before holding them."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise BodyError(415, f"Content-Encoding {encoding!r} is not supported; send plain or gzip JSON.")
+    if declared.isdigit() and int(declared) > limit and encoding != "gzip":
+        raise BodyError(413, f"The body is {int(declared):,} bytes; the limit is {limit:,} bytes.")
+    raw = request.read(limit + 1)
+    if encoding != "gzip":
+        if len(raw) > limit:
+            raise BodyError(413, f"The body is over the limit of {limit:,} bytes.")
+        return raw
+    if len(raw) > limit:
+        raise BodyError(413, f"The compressed body is over the limit of {limit:,} bytes.")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        # max_length stops a gzip bomb after limit+1 bytes instead of inflating all of it.
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise BodyError(400, f"The body is not valid gzip: {exc}.") from exc
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise BodyError(413, f"The body is over the limit of {limit:,} bytes after decompression.")
+    return body
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise BodyError(400, "The body is empty; send a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno} (char {exc.pos})"
+        raise BodyError(400, f"Malformed JSON: {exc.msg} at {where}.") from None
+
+
+def json_response(body: Any, *, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+def call_size(call: Any) -> int:
+    return len(orjson.dumps(call))
+
+
+class CanIngest(BasePermission):
+    message = "This key cannot send data."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, ApiKey) and access_for_api_key(request.auth).can(Capability.INGEST)
+
+
+def rate_limit_for(request: Request) -> RateLimit:
+    api_key = request.auth
+    assert isinstance(api_key, ApiKey)
+    limit = api_key.tenant.ingest_rate_limit or default_limit()
+    return rate_limit_hit(key_id=str(api_key.pk), limit=limit)
+
+
+def rate_limit_headers(limit: RateLimit | None) -> dict[str, str]:
+    if limit is None:  # no key yet (e.g. 401): the default, untouched
+        return {"X-RateLimit-Limit": str(default_limit()), "X-RateLimit-Remaining": str(default_limit())}
+    return {"X-RateLimit-Limit": str(limit.limit), "X-RateLimit-Remaining": str(max(limit.remaining, 0))}
+
+
+def classify(exc: Exception) -> tuple[int, str, dict[str, str]]:
+    """Map an exception of the ingestion path to (status, message, extra headers)."""
+    if isinstance(exc, BodyError):
+        return exc.status, exc.message, {}
+    if isinstance(exc, OperationalError | InterfaceError):
+        return (
+            503,
+            "The database is unavailable; nothing was stored. Retry shortly.",
+            {"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(getattr(exc, "wait", None) or 1)
+        return 429, f"Rate limit exceeded; retry in {wait} s.", {"Retry-After": str(wait)}
+    if isinstance(exc, exceptions.APIException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return exc.status_code, str(detail), {}
+    raise exc
+
+
+MAX_CALL_BYTES = settings.INGEST_MAX_CALL_BYTES
+MAX_BATCH_BYTES = settings.INGEST_MAX_BATCH_BYTES
+MAX_BATCH_CALLS = settings.INGEST_MAX_BATCH_CALLS

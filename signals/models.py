@@ -1,0 +1,49 @@
+"""Product events (DESIGN §5): what a user, an account, or a user in an account did, and when."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Account, EndUser
+from plgapp.models import TenantManager, TenantScopedModel
+
+
+class Event(TenantScopedModel):
+    """One event. `device_id` keeps anonymous events until the device is linked to a user."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=255)
+    end_user = models.ForeignKey(EndUser, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    device_id = models.CharField(max_length=255, null=True, blank=True)
+    properties = models.JSONField(default=dict)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    message_id = models.CharField(max_length=255, null=True, blank=True)
+
+    objects: ClassVar[TenantManager[Event]]
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "message_id"], condition=Q(message_id__isnull=False), name="event_message_id"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "account", "occurred_at"], name="event_tenant_account_time"),
+            models.Index(fields=["tenant", "end_user", "occurred_at"], name="event_tenant_user_time"),
+            models.Index(
+                fields=["tenant", "device_id"],
+                condition=Q(device_id__isnull=False, end_user__isnull=True),
+                name="event_tenant_anonymous_device",
+            ),
+            BrinIndex(fields=["tenant", "occurred_at"], name="event_tenant_time_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.occurred_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,323 @@
+"""Ingestion: store validated calls (signals.calls) for a tenant, whole or not at all, in bulk.
+
+One request = one transaction = a handful of statements, whatever its size: one query for the
+catalogue, one per kind for identities, one multi-row insert for new users/accounts, one for events,
+one update for last-seen times, one upsert for the dirty marks. Rare paths (merges, deletes, late
+stage changes) cost more statements but stay correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from django.db import IntegrityError, OperationalError, connection, transaction
+from psycopg2.extras import execute_values
+
+from accounts.identity import Node, Resolver
+from accounts.models import Account, EndUser, EntityType
+from accounts.services import (
+    MembershipWrite,
+    PropertyCatalog,
+    PropertyWrite,
+    accounts_merge,
+    device_link,
+    device_links_lookup,
+    end_users_merge,
+    entities_delete,
+    entities_mark_dirty,
+    entity_properties_apply,
+    memberships_apply,
+    users_seen,
+)
+from plgapp.models import Tenant
+from signals.calls import (
+    AddUsers,
+    Call,
+    DeleteAccount,
+    DeleteUser,
+    Link,
+    Rejected,
+    RemoveUsers,
+    Track,
+    UpsertAccount,
+    UpsertUser,
+    value_type,
+)
+from signals.models import Event
+
+logger = logging.getLogger(__name__)
+RETRIES = 3
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def _typed(properties: dict[str, Any]) -> dict[str, str]:
+    return {key: value_type(value) for key, value in properties.items() if value is not None}
+
+
+def _type_errors(catalog: PropertyCatalog, call: Call) -> dict[str, str]:
+    checks: list[tuple[str, str, dict[str, Any]]] = []
+    if isinstance(call, UpsertUser):
+        checks.append((EntityType.USER, "properties", call.properties))
+    elif isinstance(call, UpsertAccount):
+        checks.append((EntityType.ACCOUNT, "properties", call.properties))
+    elif isinstance(call, Track):
+        checks.append((EntityType.EVENT, "metadata", call.properties))
+    elif isinstance(call, AddUsers):
+        checks.extend(
+            (EntityType.MEMBERSHIP, f"users.{n}.properties", member.properties) for n, member in enumerate(call.users)
+        )
+    errors: dict[str, str] = {}
+    for entity_type, path, properties in checks:
+        typed = _typed(properties)
+        is_entity = entity_type in (EntityType.USER, EntityType.ACCOUNT)
+        if is_entity and "stage" in typed and typed.pop("stage") != "text":
+            errors[f"{path}.stage"] = "a stage is a text, e.g. Trial"
+        errors.update({f"{path}.{key}": text for key, text in catalog.conflicts(entity_type, typed).items()})
+    return errors
+
+
+def _catalog_keys(call: Call) -> list[tuple[str, str]]:
+    if isinstance(call, UpsertUser):
+        return [(EntityType.USER, key) for key in call.properties]
+    if isinstance(call, UpsertAccount):
+        return [(EntityType.ACCOUNT, key) for key in call.properties]
+    if isinstance(call, Track):
+        return [(EntityType.EVENT, key) for key in call.properties]
+    if isinstance(call, AddUsers):
+        return [(EntityType.MEMBERSHIP, key) for member in call.users for key in member.properties]
+    return []
+
+
+def _segments(calls: Sequence[tuple[int, Call]]) -> list[list[tuple[int, Call]]]:
+    """Split at deletes, so that "delete, then track" and "track, then delete" both mean what they say."""
+    segments: list[list[tuple[int, Call]]] = [[]]
+    for item in calls:
+        segments[-1].append(item)
+        if isinstance(item[1], DeleteUser | DeleteAccount):
+            segments.append([])
+    return [segment for segment in segments if segment]
+
+
+def calls_ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: datetime) -> IngestResult:
+    """Store `(index, call)` pairs. Calls whose property types clash with the catalogue are rejected."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            with transaction.atomic():
+                result = _ingest(tenant=tenant, calls=calls, now=now)
+                if result.accepted:
+                    transaction.on_commit(lambda: _hint_processing(tenant.pk))
+            return result
+        except (IntegrityError, OperationalError) as exc:
+            # A concurrent request created the same user/account first, or a deadlock: redo the whole request.
+            retryable = isinstance(exc, IntegrityError) or "deadlock" in str(exc)
+            if not retryable or attempt == RETRIES:
+                raise
+            logger.info("ingest retry", extra={"attempt": attempt, "reason": type(exc).__name__})
+    raise AssertionError("unreachable")
+
+
+_last_hint: dict[int, float] = {}
+HINT_INTERVAL_SECONDS = 1.0
+
+
+def _hint_processing(tenant_id: int) -> None:
+    """Best effort: the marks are in the database; the beat sweep recovers a hint that cannot be sent."""
+    from signals.tasks import dirty_entities_process_task
+
+    clock = time.monotonic()
+    if clock - _last_hint.get(tenant_id, -HINT_INTERVAL_SECONDS) < HINT_INTERVAL_SECONDS:
+        return  # one hint a second per tenant and process is plenty: the task drains all marks
+    _last_hint[tenant_id] = clock
+    try:
+        dirty_entities_process_task.apply_async(args=(tenant_id,), retry=False)
+    except Exception as exc:  # a broker outage must not fail a request that is already stored
+        logger.warning("processing hint not sent; the sweep will pick the marks up", extra={"error": str(exc)})
+
+
+def _ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: datetime) -> IngestResult:
+    result = IngestResult()
+    catalog = PropertyCatalog(tenant)
+    catalog.load(key for _index, call in calls for key in _catalog_keys(call))
+    accepted: list[tuple[int, Call]] = []
+    for index, call in calls:
+        errors = _type_errors(catalog, call)
+        if errors:
+            result.rejected.append(Rejected(index=index, fields=errors))
+        else:
+            accepted.append((index, call))
+    catalog.save(now=now)
+    marks: set[tuple[str, int]] = set()
+    for segment in _segments(accepted):
+        _ingest_segment(tenant=tenant, calls=[call for _index, call in segment], now=now, marks=marks)
+    entities_mark_dirty(tenant=tenant, marks=marks, now=now)
+    result.accepted = len(accepted)
+    return result
+
+
+def _merge_users(tenant: Tenant) -> Any:
+    def merge(survivor_pk: int, loser_pk: int) -> None:
+        Event.objects.for_tenant(tenant).filter(end_user_id=loser_pk).update(end_user_id=survivor_pk)
+        end_users_merge(tenant=tenant, survivor_pk=survivor_pk, loser_pk=loser_pk)
+
+    return merge
+
+
+def _merge_accounts(tenant: Tenant) -> Any:
+    def merge(survivor_pk: int, loser_pk: int) -> None:
+        Event.objects.for_tenant(tenant).filter(account_id=loser_pk).update(account_id=survivor_pk)
+        accounts_merge(tenant=tenant, survivor_pk=survivor_pk, loser_pk=loser_pk)
+
+    return merge
+
+
+def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: set[tuple[str, int]]) -> None:
+    users, accounts = Resolver.for_users(tenant), Resolver.for_accounts(tenant)
+    user_refs, account_refs = [], []
+    for call in calls:
+        if isinstance(call, Track | UpsertUser | Link | DeleteUser) and getattr(call, "user", None) is not None:
+            user_refs.append(call.user)
+        if isinstance(call, Track | UpsertAccount | AddUsers | RemoveUsers | DeleteAccount) and call.account:
+            account_refs.append(call.account)
+        if isinstance(call, AddUsers):
+            user_refs.extend(member.user for member in call.users)
+        if isinstance(call, RemoveUsers):
+            user_refs.extend(call.users)
+    users.prefetch((ref.external_id, ref.email) for ref in user_refs if ref)
+    accounts.prefetch((ref.external_id, ref.domain) for ref in account_refs if ref)
+
+    # Plan identities in call order (creations, merges and moves happen in flush()).
+    planned: list[tuple[Call, Node | None, Node | None, list[Node | None]]] = []
+    for call in calls:
+        user_node = account_node = None
+        members: list[Node | None] = []
+        if isinstance(call, DeleteUser):
+            user_node = users.find(call.user.external_id, call.user.email)
+        elif isinstance(call, DeleteAccount):
+            account_node = accounts.find(call.account.external_id, call.account.domain)
+        elif isinstance(call, RemoveUsers):
+            account_node = accounts.find(call.account.external_id, call.account.domain)
+            members = [users.find(ref.external_id, ref.email) for ref in call.users]
+        else:
+            user = getattr(call, "user", None)
+            account = getattr(call, "account", None)
+            if user is not None:
+                user_node = users.resolve(user.external_id, user.email)
+            if account is not None:
+                account_node = accounts.resolve(account.external_id, account.domain)
+            if isinstance(call, AddUsers):
+                members = [users.resolve(member.user.external_id, member.user.email) for member in call.users]
+        planned.append((call, user_node, account_node, members))
+    users.flush(merge=_merge_users(tenant), defaults=lambda: {"created_at": now, "updated_at": now})
+    accounts.flush(merge=_merge_accounts(tenant), defaults=lambda: {"created_at": now, "updated_at": now})
+
+    user_writes: list[PropertyWrite] = []
+    account_writes: list[PropertyWrite] = []
+    membership_writes: list[MembershipWrite] = []
+    links: list[tuple[str, int, datetime]] = []
+    events: list[tuple[Any, ...]] = []
+    seen: dict[int, tuple[datetime, datetime]] = {}
+    delete_users: list[int] = []
+    delete_accounts: list[int] = []
+    device_users = device_links_lookup(
+        tenant=tenant, device_ids={c.device_id for c in calls if isinstance(c, Track) and c.device_id and not c.user}
+    )
+
+    for call, user_node, account_node, members in planned:
+        user_pk = users.pk_of(user_node) if user_node is not None and user_node.root().pk else None
+        account_pk = accounts.pk_of(account_node) if account_node is not None and account_node.root().pk else None
+        if isinstance(call, Track):
+            if user_pk is None and call.device_id:
+                user_pk = device_users.get(call.device_id)
+            events.append(
+                (
+                    tenant.pk, call.name[:255], user_pk, account_pk, call.device_id,
+                    orjson.dumps(call.properties).decode(), call.at, now, call.message_id,
+                )
+            )  # fmt: skip
+            if user_pk is not None:
+                first, last = seen.get(user_pk, (call.at, call.at))
+                seen[user_pk] = (min(first, call.at), max(last, call.at))
+                marks.add((EntityType.USER, user_pk))
+            if account_pk is not None:
+                marks.add((EntityType.ACCOUNT, account_pk))
+        elif isinstance(call, UpsertUser) and user_pk is not None:
+            user_writes.append(PropertyWrite(pk=user_pk, properties=call.properties, at=call.at))
+            marks.add((EntityType.USER, user_pk))
+        elif isinstance(call, UpsertAccount) and account_pk is not None:
+            account_writes.append(PropertyWrite(pk=account_pk, properties=call.properties, at=call.at))
+            marks.add((EntityType.ACCOUNT, account_pk))
+        elif isinstance(call, AddUsers | RemoveUsers) and account_pk is not None:
+            marks.add((EntityType.ACCOUNT, account_pk))
+            member_calls = call.users if isinstance(call, AddUsers) else [None] * len(call.users)
+            for member, node in zip(member_calls, members, strict=True):
+                if node is None or node.root().pk is None:
+                    continue
+                member_pk = users.pk_of(node)
+                marks.add((EntityType.USER, member_pk))
+                membership_writes.append(
+                    MembershipWrite(
+                        account_pk=account_pk, user_pk=member_pk, at=call.at, is_removal=member is None,
+                        properties=member.properties if member is not None else {},
+                    )
+                )  # fmt: skip
+        elif isinstance(call, Link) and user_pk is not None:
+            links.append((call.device_id, user_pk, call.at))
+            device_users[call.device_id] = user_pk
+            marks.add((EntityType.USER, user_pk))
+        elif isinstance(call, DeleteUser) and user_pk is not None:
+            delete_users.append(user_pk)
+        elif isinstance(call, DeleteAccount) and account_pk is not None:
+            delete_accounts.append(account_pk)
+
+    entity_properties_apply(tenant=tenant, model=EndUser, writes=user_writes, now=now)
+    entity_properties_apply(tenant=tenant, model=Account, writes=account_writes, now=now)
+    memberships_apply(tenant=tenant, writes=membership_writes)
+    events_insert(rows=events)
+    for device_id, user_pk, at in links:
+        device_link(tenant=tenant, device_id=device_id, user_pk=user_pk, at=at)
+        events_attribute_device(tenant=tenant, device_id=device_id, user_pk=user_pk, marks=marks)
+    users_seen(tenant=tenant, seen=seen)
+    if delete_users:
+        marks.difference_update({(EntityType.USER, pk) for pk in delete_users})
+        entities_delete(tenant=tenant, model=EndUser, pks=delete_users)
+    if delete_accounts:
+        marks.difference_update({(EntityType.ACCOUNT, pk) for pk in delete_accounts})
+        entities_delete(tenant=tenant, model=Account, pks=delete_accounts)
+
+
+EVENT_COLUMNS = "tenant_id, name, end_user_id, account_id, device_id, properties, occurred_at, received_at, message_id"
+
+
+def events_insert(*, rows: list[tuple[Any, ...]]) -> None:
+    """One multi-row INSERT; a repeated message_id of the tenant is skipped (idempotent retries)."""
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        execute_values(
+            cursor.cursor,
+            f"INSERT INTO signals_event ({EVENT_COLUMNS}) VALUES %s "  # noqa: S608 - constant column list
+            "ON CONFLICT (tenant_id, message_id) WHERE message_id IS NOT NULL DO NOTHING",
+            rows,
+            template="(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+            page_size=1000,
+        )
+
+
+def events_attribute_device(*, tenant: Tenant, device_id: str, user_pk: int, marks: set[tuple[str, int]]) -> None:
+    """Give a device's anonymous events to the user it was linked to."""
+    updated = (
+        Event.objects.for_tenant(tenant).filter(device_id=device_id, end_user__isnull=True).update(end_user_id=user_pk)
+    )
+    if updated:
+        marks.add((EntityType.USER, user_pk))
