@@ -57,18 +57,21 @@ class PropertyCatalog:
         ):
             self.known[(entity_type, key)] = kind
 
-    def conflicts(self, entity_type: str, typed: dict[str, str]) -> dict[str, str]:
-        """Keys whose type differs from the catalogue's; otherwise records the new keys."""
-        errors = {}
+    def check(self, entity_type: str, typed: dict[str, str]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+        """(keys whose type differs from the catalogue's, keys seen for the first time) — records nothing."""
+        errors: dict[str, str] = {}
+        first_seen: dict[tuple[str, str], str] = {}
         for key, kind in typed.items():
             expected = self.known.get((entity_type, key)) or self.new.get((entity_type, key))
-            if expected is not None and expected != kind:
+            if expected is None:
+                first_seen[(entity_type, key)] = kind
+            elif expected != kind:
                 errors[key] = f"is a {expected} property of {entity_type}s; got a {kind} value"
-        if not errors:
-            for key, kind in typed.items():
-                if (entity_type, key) not in self.known:
-                    self.new.setdefault((entity_type, key), kind)
-        return errors
+        return errors, first_seen
+
+    def record(self, first_seen: dict[tuple[str, str], str]) -> None:
+        for item, kind in first_seen.items():
+            self.new.setdefault(item, kind)
 
     def save(self, *, now: datetime) -> None:
         if not self.new:

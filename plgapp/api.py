@@ -6,6 +6,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from django.utils.cache import add_never_cache_headers
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -63,7 +64,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
             tenant=self.tenant, kind=data.validated_data["kind"], name=data.validated_data["name"], created_by=user
         )
         body = ApiKeyCreatedOutputSerializer(created.api_key).data | {"key": created.raw_key}
-        return Response(body, status=status.HTTP_201_CREATED)
+        response = Response(body, status=status.HTTP_201_CREATED)
+        add_never_cache_headers(response)  # the answer holds a key shown once
+        return response
 
     @extend_schema(request=None, responses=ApiKeyOutputSerializer)
     @action(detail=True, methods=["post"])

@@ -5,10 +5,16 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from accounts.api import AccountViewSet, PropertyDefinitionViewSet, UserViewSet
 from plgapp.api import ApiKeyViewSet, TenantView
+from signals.api import EventViewSet
 
 router = SimpleRouter(trailing_slash=True)
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("accounts", AccountViewSet, basename="account")
+router.register("users", UserViewSet, basename="user")
+router.register("events", EventViewSet, basename="event")
+router.register("properties", PropertyDefinitionViewSet, basename="property")
 
 urlpatterns = [
     path("tenant/", TenantView.as_view(), name="tenant"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -137,6 +138,7 @@ class Instance:
     name: str
     base: Path = LOCAL_DIR
     root: Path = field(init=False)
+    _lock: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.root = self.base / self.name
@@ -166,14 +168,21 @@ class Instance:
             return None
 
     def claim(self) -> None:
+        """Hold the instance's lock for as long as this process lives (the kernel drops it on a crash)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        owner = self.read_owner()
-        if owner and owner.get("pid") != os.getpid() and pid_is_alive(int(owner["pid"])):
+        lock = (self.root / "lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            holder = self.read_owner() or {}
             raise DevServicesError(
-                f"the '{self.name}' services are in use by process {owner['pid']} ({owner.get('command')}); "
+                f"the '{self.name}' services are in use by process {holder.get('pid', '?')} ({holder.get('command')}); "
                 "stop it first, or set DATABASE_URL and REDIS_URL to use other servers"
-            )
-        if owner:
+            ) from None
+        self._lock = lock
+        owner = self.read_owner()
+        if owner:  # written by a run that never released: it crashed or was killed
             log(f"cleaning up after an earlier run of '{self.name}' that did not stop (pid {owner.get('pid')})")
             self.stop_postgres()
             self.stop_redis()
@@ -183,6 +192,9 @@ class Instance:
         owner = self.read_owner()
         if owner and owner.get("pid") == os.getpid():
             self.owner_file.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # --- PostgreSQL
 
@@ -355,27 +367,48 @@ def start_services(instance_name: str) -> Started:
     return started
 
 
+def exit_status(returncode: int) -> int:
+    """A child killed by signal N exits the shell way, 128 + N (Popen reports -N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def run(instance_name: str, command: list[str]) -> int:
     if not command:
         raise DevServicesError("run needs a command after --")
-    started = start_services(instance_name)
-    # The child shares our terminal: Ctrl-C reaches it directly, and we wait for it to finish.
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
     child: subprocess.Popen[bytes] | None = None
 
-    def forward_term(signum: int, _frame: object) -> None:
-        if child is not None and child.poll() is None:
+    def on_terminal_signal(_signum: int, _frame: object) -> None:
+        # Ctrl-C reaches the child directly (same process group); we wait for it, then clean up.
+        # A Python-level handler, unlike SIG_IGN, is not inherited by the child.
+        if child is None:
+            raise KeyboardInterrupt
+
+    def on_term(signum: int, _frame: object) -> None:
+        if child is None:
+            raise SystemExit(128 + signum)  # still starting: start_services cleans up on the way out
+        if child.poll() is None:
             child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward_term)
-    signal.signal(signal.SIGHUP, forward_term)
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, on_terminal_signal),
+        signal.SIGQUIT: signal.signal(signal.SIGQUIT, on_terminal_signal),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, on_term),
+    }
+    started: Started | None = None
     try:
+        started = start_services(instance_name)
         child = subprocess.Popen(command, env=started.env)  # noqa: S603
-        return child.wait()
+        while True:
+            try:
+                return exit_status(child.wait())
+            except KeyboardInterrupt:
+                continue  # the child got the Ctrl-C too; wait for it to finish
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        started.stop()
+        if started is not None:
+            started.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -13,6 +14,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from plgapp.selectors import worker_heartbeats
+
+logger = logging.getLogger(__name__)
 
 
 def check_database() -> None:
@@ -49,8 +52,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     for name, check in (("database", check_database), ("redis", check_redis)):
         try:
             check()
-        except Exception as exc:
-            checks[name] = f"unavailable: {type(exc).__name__}: {exc}".strip()[:300]
+        except Exception as exc:  # any failure means "not ready": say which, log why (not for the public)
+            logger.warning("readiness check failed", extra={"check": name, "error": f"{type(exc).__name__}: {exc}"})
+            checks[name] = f"unavailable ({type(exc).__name__})"
         else:
             checks[name] = "ok"
     ready = all(value == "ok" for value in checks.values())

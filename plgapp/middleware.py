@@ -7,7 +7,7 @@ from collections.abc import Callable
 import structlog
 from django.http import HttpRequest, HttpResponse
 
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,100}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,100}")
 
 
 class RequestIdMiddleware:
@@ -18,7 +18,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else str(uuid.uuid4())
         request.request_id = request_id  # type: ignore[attr-defined]
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

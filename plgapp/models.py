@@ -149,10 +149,12 @@ class TenantManager[M: models.Model](models.Manager[M]):
     _queryset_class = TenantQuerySet
 
     def get_queryset(self) -> TenantQuerySet[M]:
-        # Reverse-relation managers (`parent.children.all()`) subclass this one and are already
-        # filtered by their parent row, which belongs to exactly one tenant.
-        if getattr(self, "instance", None) is not None and hasattr(self, "core_filters"):
-            return self._base_queryset()
+        # Reverse-relation managers (`account.memberships.all()`) subclass this one. When the parent
+        # row is itself tenant data, it names the tenant: scope to it. A parent outside any tenant
+        # (a login user, who may belong to several tenants) names none: refuse, like any other query.
+        instance = getattr(self, "instance", None)
+        if instance is not None and hasattr(self, "core_filters") and isinstance(instance, TenantScopedModel):
+            return self.for_tenant(instance.tenant_id)
         raise TenantScopeError(
             f"{self.model.__name__} is tenant-owned: use {self.model.__name__}.objects.for_tenant(tenant) "
             "(or .unscoped() for a deliberate cross-tenant query)"

@@ -80,7 +80,11 @@ def check(base_url: str, env: dict[str, str], processes: subprocess.Popen[bytes]
         check=True, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     while still_running():
-        _status, body = fetch_json(f"{base_url}/readyz")
+        try:
+            _status, body = fetch_json(f"{base_url}/readyz")
+        except (OSError, ValueError):
+            time.sleep(0.5)
+            continue
         ages = body.get("worker_heartbeat_age_seconds") or {}
         assert isinstance(ages, dict)
         elapsed = time.monotonic() - started + 1
@@ -99,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="set up, check /readyz and the workers, stop")
     args = parser.parse_args(argv)
 
+    def stop_on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # run the `finally` below, which stops honcho and its processes
+
+    signal.signal(signal.SIGTERM, stop_on_term)
+    signal.signal(signal.SIGHUP, stop_on_term)
     env = local_env(args.port)
     base_url = f"http://127.0.0.1:{args.port}"
     manage("migrate", "--noinput", env=env)

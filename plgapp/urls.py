@@ -31,6 +31,7 @@ urlpatterns = [
     path("t/<slug:tenant_slug>/", include(tenant_ui)),
     path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="api")),
     path("api/journy/", include("signals.urls_journy")),
+    path("api/segment/", include("signals.urls_segment")),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path(
         "api/docs/",

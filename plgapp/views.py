@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Js
 from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
 from plgapp.api_errors import SERVER_ERROR, error_body
@@ -78,8 +79,13 @@ def _render_api_keys(
     request: HttpRequest, access: TenantAccess, *, form: ApiKeyCreateForm, created: CreatedApiKey | None, status: int
 ) -> HttpResponse:
     context = {"form": form, "created": created, "api_keys": api_keys_list(tenant=access.tenant)}
-    template = "plgapp/_api_keys_panel.html" if getattr(request, "htmx", False) else "plgapp/api_keys.html"
-    return render(request, template, context, status=status)
+    is_htmx = bool(getattr(request, "htmx", False))
+    template = "plgapp/_api_keys_panel.html" if is_htmx else "plgapp/api_keys.html"
+    # htmx swaps only 2xx answers, so a form with errors goes back as 200 to be shown in place.
+    response = render(request, template, context, status=200 if is_htmx and status >= 400 else status)
+    if created is not None:
+        add_never_cache_headers(response)  # the page holds a key shown once
+    return response
 
 
 @require_http_methods(["GET", "POST"])

@@ -65,7 +65,7 @@ def _typed(properties: dict[str, Any]) -> dict[str, str]:
     return {key: value_type(value) for key, value in properties.items() if value is not None}
 
 
-def _type_errors(catalog: PropertyCatalog, call: Call) -> dict[str, str]:
+def _type_errors(catalog: PropertyCatalog, call: Call) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
     checks: list[tuple[str, str, dict[str, Any]]] = []
     if isinstance(call, UpsertUser):
         checks.append((EntityType.USER, "properties", call.properties))
@@ -78,13 +78,18 @@ def _type_errors(catalog: PropertyCatalog, call: Call) -> dict[str, str]:
             (EntityType.MEMBERSHIP, f"users.{n}.properties", member.properties) for n, member in enumerate(call.users)
         )
     errors: dict[str, str] = {}
+    first_seen: dict[tuple[str, str], str] = {}
     for entity_type, path, properties in checks:
         typed = _typed(properties)
         is_entity = entity_type in (EntityType.USER, EntityType.ACCOUNT)
         if is_entity and "stage" in typed and typed.pop("stage") != "text":
             errors[f"{path}.stage"] = "a stage is a text, e.g. Trial"
-        errors.update({f"{path}.{key}": text for key, text in catalog.conflicts(entity_type, typed).items()})
-    return errors
+        clashes, new = catalog.check(entity_type, typed)
+        errors.update({f"{path}.{key}": text for key, text in clashes.items()})
+        for item, kind in new.items():
+            if first_seen.setdefault(item, kind) != kind:
+                errors[f"{path}.{item[1]}"] = f"has values of two types in one call ({first_seen[item]}, {kind})"
+    return errors, first_seen
 
 
 def _catalog_keys(call: Call) -> list[tuple[str, str]]:
@@ -149,19 +154,31 @@ def _ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: datetime)
     result = IngestResult()
     catalog = PropertyCatalog(tenant)
     catalog.load(key for _index, call in calls for key in _catalog_keys(call))
-    accepted: list[tuple[int, Call]] = []
+    # One index may carry several calls (a Segment identify = upsert + link): they stand or fall together.
+    groups: dict[int, list[Call]] = {}
     for index, call in calls:
-        errors = _type_errors(catalog, call)
+        groups.setdefault(index, []).append(call)
+    accepted: list[tuple[int, Call]] = []
+    for index, group in groups.items():
+        errors: dict[str, str] = {}
+        first_seen: dict[tuple[str, str], str] = {}
+        for call in group:
+            call_errors, call_new = _type_errors(catalog, call)
+            errors.update(call_errors)
+            for item, kind in call_new.items():
+                if first_seen.setdefault(item, kind) != kind:
+                    errors[item[1]] = f"has values of two types ({first_seen[item]}, {kind})"
         if errors:
             result.rejected.append(Rejected(index=index, fields=errors))
-        else:
-            accepted.append((index, call))
+            continue
+        catalog.record(first_seen)
+        accepted.extend((index, call) for call in group)
     catalog.save(now=now)
     marks: set[tuple[str, int]] = set()
     for segment in _segments(accepted):
         _ingest_segment(tenant=tenant, calls=[call for _index, call in segment], now=now, marks=marks)
     entities_mark_dirty(tenant=tenant, marks=marks, now=now)
-    result.accepted = len(accepted)
+    result.accepted = len({index for index, _call in accepted})
     return result
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.db import connections
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -13,6 +14,13 @@ from plgapp.models import Tenant, User
 from plgapp.roles import Role
 from plgapp.services import api_key_create
 from tests.factories import PASSWORD, TenantFactory, TenantMemberFactory, UserFactory
+
+
+@pytest.fixture(autouse=True, scope="session")
+def short_lived_connections() -> None:
+    # Live-server threads must not keep connections open past a test, or the test database cannot
+    # be dropped at the end of the run.
+    connections["default"].settings_dict["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture(autouse=True)

@@ -211,6 +211,7 @@ def test_lists_page_with_a_cursor_and_a_bounded_limit(tenant_a: TenantWorld, sec
     assert {i["id"] for i in first["results"]}.isdisjoint({i["id"] for i in second["results"]})
     assert too_big.status_code == 400
     assert "limit" in too_big.json()["error"]["fields"]
+    assert client.get("/api/v1/api-keys/?limit=%C2%B2").status_code == 400  # "²" is a digit to str.isdigit
 
 
 def test_lists_filter_by_kind_and_activity(tenant_a: TenantWorld, secret_client: SecretClient) -> None:

@@ -6,12 +6,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from plgapp import devservices
-from plgapp.devservices import DevServicesError, Instance, embedded_requirements, pid_is_alive
+from plgapp.devservices import DevServicesError, Instance, embedded_requirements, exit_status, pid_is_alive
 
 
 def dead_pid() -> int:
@@ -30,15 +31,36 @@ def test_the_embedded_services_are_pinned_in_pyproject() -> None:
 def test_an_instance_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
     instance = Instance("x", base=tmp_path)
     instance.root.mkdir(parents=True)
-    sleeper = subprocess.Popen(["sleep", "30"])
+    holder_code = (
+        "import fcntl, sys, time; lock = open(sys.argv[1], 'a'); fcntl.flock(lock, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(30)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(instance.root / "lock")], stdout=subprocess.PIPE)
     try:
-        instance.owner_file.write_text(json.dumps({"pid": sleeper.pid, "command": "make test"}))
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"locked"
+        instance.owner_file.write_text(json.dumps({"pid": holder.pid, "command": "make test"}))
 
-        with pytest.raises(DevServicesError, match=f"in use by process {sleeper.pid}"):
+        with pytest.raises(DevServicesError, match=f"in use by process {holder.pid}"):
             instance.claim()
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_of_a_killed_run_is_free_again(tmp_path: Path) -> None:
+    first = Instance("x", base=tmp_path)
+    first.claim()
+    first.release()
+
+    second = Instance("x", base=tmp_path)
+    second.claim()
+    second.release()
+
+
+def test_a_child_killed_by_a_signal_exits_the_shell_way() -> None:
+    assert exit_status(-15) == 143
+    assert exit_status(3) == 3
 
 
 @pytest.mark.integration

@@ -7,7 +7,9 @@ from collections.abc import Callable
 import pytest
 from django.apps import apps
 from django.db import models
+from django.utils.timezone import now
 
+from accounts.models import Account, EndUser, Membership
 from plgapp.keys import KeyKind
 from plgapp.models import ApiKey, TenantManager, TenantMember, TenantScopedModel, TenantScopeError
 from plgapp.services import api_key_create
@@ -112,10 +114,21 @@ def test_unscoped_is_the_explicit_way_to_query_across_tenants(tenant_a: TenantWo
     assert ApiKey.objects.unscoped().filter(kind=KeyKind.WRITE).count() == 2
 
 
-def test_reverse_relations_are_scoped_by_their_parent_row(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
-    memberships = list(tenant_a.admin.tenant_memberships.all())
+def test_reverse_relations_of_tenant_rows_are_scoped_to_the_parents_tenant(tenant_a: TenantWorld) -> None:
+    account = Account.objects.for_tenant(tenant_a.tenant).create(external_id="a")
+    user = EndUser.objects.for_tenant(tenant_a.tenant).create(external_id="u")
+    Membership.objects.for_tenant(tenant_a.tenant).create(account=account, end_user=user, joined_at=now(),
+                                                          state_changed_at=now())  # fmt: skip
 
-    assert [m.tenant_id for m in memberships] == [tenant_a.tenant.pk]
+    assert [m.end_user_id for m in account.memberships.all()] == [user.pk]
+    assert "tenant_id" in str(account.memberships.all().query)
+
+
+def test_reverse_relations_of_rows_outside_tenants_refuse_to_guess(
+    tenant_a: TenantWorld, tenant_b: TenantWorld
+) -> None:
+    with pytest.raises(TenantScopeError):
+        list(tenant_a.admin.tenant_memberships.all())  # a login may belong to several tenants
 
 
 def test_deleting_a_tenant_removes_its_rows_only(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:

@@ -154,6 +154,27 @@ def test_an_invalid_key_form_says_what_is_wrong_and_creates_nothing(
     assert ApiKey.objects.for_tenant(tenant_a.tenant).count() == 2
 
 
+def test_an_invalid_form_sent_by_htmx_comes_back_as_200_so_htmx_shows_it(
+    tenant_a: TenantWorld, member_client: MemberClient
+) -> None:
+    client = member_client(tenant_a.tenant, Role.ADMIN)
+
+    response = client.post(
+        f"/t/{tenant_a.slug}/settings/api-keys/", {"name": "  ", "kind": "write"}, HTTP_HX_REQUEST="true"
+    )
+
+    assert response.status_code == 200
+    assert b"This field is required." in response.content
+
+
+def test_the_page_showing_a_new_key_is_never_cached(tenant_a: TenantWorld, member_client: MemberClient) -> None:
+    client = member_client(tenant_a.tenant, Role.ADMIN)
+
+    response = client.post(f"/t/{tenant_a.slug}/settings/api-keys/", {"name": "k", "kind": "write"})
+
+    assert "no-store" in response["Cache-Control"]
+
+
 def test_revoking_without_htmx_redirects_with_a_message(tenant_a: TenantWorld, member_client: MemberClient) -> None:
     client = member_client(tenant_a.tenant, Role.ADMIN)
     key = ApiKey.objects.for_tenant(tenant_a.tenant).get(kind="write")

@@ -1,0 +1,111 @@
+"""Management read API: accounts, users (with relationship properties), the data catalogue (DESIGN §7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import Prefetch, Q, QuerySet
+from rest_framework import mixins
+
+from accounts.models import Account, EndUser, EntityType, Membership, PropertyDefinition
+from accounts.serializers import (
+    AccountDetailOutputSerializer,
+    AccountOutputSerializer,
+    PropertyDefinitionOutputSerializer,
+    UserDetailOutputSerializer,
+    UserOutputSerializer,
+)
+from plgapp.api_base import TenantScopedViewSet
+from plgapp.pagination import CursorPagination
+
+
+class _Search(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="search", help_text="Search identifiers, email/domain and name.")
+    stage = django_filters.CharFilter(field_name="stage")
+
+    search_fields: tuple[str, ...] = ()
+
+    def search(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        condition = Q()
+        for field in self.search_fields:
+            condition |= Q(**{f"{field}__icontains": value.strip()})
+        return queryset.filter(condition)
+
+
+class AccountFilter(_Search):
+    search_fields = ("external_id", "domain", "name")
+
+    class Meta:
+        model = Account
+        fields = ["stage", "q"]
+
+
+class UserFilter(_Search):
+    search_fields = ("external_id", "email")
+    account = django_filters.NumberFilter(field_name="memberships__account_id", help_text="Account id")
+
+    class Meta:
+        model = EndUser
+        fields = ["stage", "q", "account"]
+
+
+class ByIdPagination(CursorPagination):
+    ordering = "-id"
+
+
+class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Accounts; the detail has its users with their relationship properties (e.g. role)."""
+
+    scoped_model = Account
+    filterset_class = AccountFilter
+    pagination_class = ByIdPagination
+
+    def get_serializer_class(self) -> Any:
+        return AccountDetailOutputSerializer if self.action == "retrieve" else AccountOutputSerializer
+
+    def get_queryset(self) -> QuerySet[Account]:
+        queryset = super().get_queryset()
+        if self.action == "retrieve":
+            memberships = Membership.objects.for_tenant(self.tenant).select_related("end_user").order_by("joined_at")
+            queryset = queryset.prefetch_related(Prefetch("memberships", queryset=memberships))
+        return queryset
+
+
+class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Users ("end users" of the tenant's product); the detail has their accounts and roles there."""
+
+    scoped_model = EndUser
+    filterset_class = UserFilter
+    pagination_class = ByIdPagination
+
+    def get_serializer_class(self) -> Any:
+        return UserDetailOutputSerializer if self.action == "retrieve" else UserOutputSerializer
+
+    def get_queryset(self) -> QuerySet[EndUser]:
+        queryset = super().get_queryset().distinct()
+        if self.action == "retrieve":
+            memberships = Membership.objects.for_tenant(self.tenant).select_related("account").order_by("joined_at")
+            queryset = queryset.prefetch_related(Prefetch("memberships", queryset=memberships))
+        return queryset
+
+
+class PropertyFilter(django_filters.FilterSet):
+    entity_type = django_filters.ChoiceFilter(choices=EntityType.choices)
+
+    class Meta:
+        model = PropertyDefinition
+        fields = ["entity_type"]
+
+
+class PropertyPagination(CursorPagination):
+    ordering = "key"
+
+
+class PropertyDefinitionViewSet(mixins.ListModelMixin, TenantScopedViewSet):
+    """The data catalogue: every property key seen, per entity type, with its type and first sighting."""
+
+    scoped_model = PropertyDefinition
+    serializer_class = PropertyDefinitionOutputSerializer
+    filterset_class = PropertyFilter
+    pagination_class = PropertyPagination
