@@ -66,7 +66,7 @@ class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
 
     def get_queryset(self) -> QuerySet[Account]:
         queryset = super().get_queryset()
-        if self.action == "retrieve":
+        if self.action == "retrieve" and not getattr(self, "swagger_fake_view", False):
             memberships = Membership.objects.for_tenant(self.tenant).select_related("end_user").order_by("joined_at")
             queryset = queryset.prefetch_related(Prefetch("memberships", queryset=memberships))
         return queryset
@@ -84,7 +84,7 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScoped
 
     def get_queryset(self) -> QuerySet[EndUser]:
         queryset = super().get_queryset().distinct()
-        if self.action == "retrieve":
+        if self.action == "retrieve" and not getattr(self, "swagger_fake_view", False):
             memberships = Membership.objects.for_tenant(self.tenant).select_related("account").order_by("joined_at")
             queryset = queryset.prefetch_related(Prefetch("memberships", queryset=memberships))
         return queryset

@@ -12,6 +12,8 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -36,6 +38,7 @@ from signals.http import (
 )
 from signals.journy import parse_call
 from signals.ratelimit import RateLimit
+from signals.schema import journy_schema
 from signals.services import calls_ingest
 
 
@@ -95,24 +98,29 @@ class JournyView(APIView):
         return self.envelope(201, "Accepted")
 
 
-def _single(kind: str, method: str) -> type[JournyView]:
+def _single(kind: str, method: str, summary: str) -> type[JournyView]:
     def handler(self: JournyView, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         return self.ingest_one(request, kind)
 
-    return type(f"Journy{kind[0].upper()}{kind[1:]}View", (JournyView,), {method: handler})
+    return type(
+        f"Journy{kind[0].upper()}{kind[1:]}View", (JournyView,), {method: journy_schema(kind, summary)(handler)}
+    )
 
 
-TrackView = _single("track", "post")
-UpsertUserView = _single("upsertUser", "post")
-UpsertAccountView = _single("upsertAccount", "post")
-DeleteUserView = _single("deleteUser", "delete")
-DeleteAccountView = _single("deleteAccount", "delete")
-AddUsersView = _single("addUsers", "post")
-RemoveUsersView = _single("removeUsers", "post")
-LinkView = _single("link", "post")
+TrackView = _single("track", "post", "Track an event of a user, an account, or a user in an account")
+UpsertUserView = _single("upsertUser", "post", "Create or update a user (null deletes a property)")
+UpsertAccountView = _single("upsertAccount", "post", "Create or update an account (properties.stage moves its stage)")
+DeleteUserView = _single("deleteUser", "delete", "Delete a user with its events and memberships")
+DeleteAccountView = _single("deleteAccount", "delete", "Delete an account with its events and memberships")
+AddUsersView = _single("addUsers", "post", "Add up to 100 users to an account, with relationship properties")
+RemoveUsersView = _single("removeUsers", "post", "Remove users from an account (the membership keeps left_at)")
+LinkView = _single("link", "post", "Link an anonymous device id to a user; its events move to the user")
 
 
 class ValidateView(JournyView):
+    @extend_schema(
+        tags=["ingestion (journy.io-compatible)"], summary="Check a write key", responses=OpenApiTypes.OBJECT
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         api_key = request.auth
         assert isinstance(api_key, ApiKey)
@@ -123,6 +131,7 @@ class ValidateView(JournyView):
 class BatchView(JournyView):
     """Our extension: {"calls": [{"type": "track"|…, …body}]}; good calls are stored, bad ones listed."""
 
+    @journy_schema("batch", "Up to 1,000 calls of any type; good ones are stored, bad ones listed by index")
     def post(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         now = timezone.now()
         body = parse_json(read_body(request, limit=MAX_BATCH_BYTES))

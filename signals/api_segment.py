@@ -34,6 +34,7 @@ from signals.http import (
     read_body,
 )
 from signals.ratelimit import RateLimit
+from signals.schema import segment_schema
 from signals.segment import parse_message
 from signals.services import calls_ingest
 
@@ -135,8 +136,14 @@ class SegmentView(APIView):
 
 
 def _view(message_type: str | None) -> type[SegmentView]:
-    name = f"Segment{(message_type or 'batch').title()}View"
-    return type(name, (SegmentView,), {"message_type": message_type})
+    kind = message_type or "batch"
+
+    def post(self: SegmentView, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        return SegmentView.post(self, request, *args, **kwargs)
+
+    return type(
+        f"Segment{kind.title()}View", (SegmentView,), {"message_type": message_type, "post": segment_schema(kind)(post)}
+    )
 
 
 BatchView = _view(None)
