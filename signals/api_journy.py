@@ -95,6 +95,8 @@ class JournyView(APIView):
             return self.envelope(
                 400, f"The {kind} call is invalid: {result.rejected[0].message}", errors={"fields": fields}
             )
+        if request.method == "DELETE":
+            return self.envelope(200, "Deleted")
         return self.envelope(201, "Accepted")
 
 

@@ -427,7 +427,7 @@ def test_deleting_a_user_removes_its_events_memberships_and_history(journy: Jour
 
     response = journy.send("delete", "/users", {"identification": {"userId": "u1"}})
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     assert journy.users().count() == 0
     assert journy.events().count() == 0
     assert Membership.objects.for_tenant(journy.world.tenant).count() == 0
