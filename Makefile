@@ -61,9 +61,7 @@ run: install
 	$(SERVICES) run --instance dev -- $(PY) -m plgapp.runner run --port $(PORT)
 
 bench: install
-	@if ls tests/bench/bench_*.py >/dev/null 2>&1; then \
-		$(SERVICES) run --instance test -- $(PY) -m pytest tests/bench -p no:cacheprovider -s -q; \
-	else echo "no benchmarks yet"; fi
+	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_ingest.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache
