@@ -28,38 +28,26 @@ from signals.http import (
     MAX_CALL_BYTES,
     BodyError,
     CanIngest,
+    RateLimitedIngestMixin,
     call_size,
     classify,
     json_response,
     parse_json,
-    rate_limit_for,
     rate_limit_headers,
     read_body,
 )
 from signals.journy import parse_call
-from signals.ratelimit import RateLimit
 from signals.schema import journy_schema
 from signals.services import calls_ingest
 
 
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
-class JournyView(APIView):
+class JournyView(RateLimitedIngestMixin, APIView):
     """Base: write-key auth, rate limit, journy envelope for answers and errors."""
 
     authentication_classes = [WriteKeyAuthentication]
     permission_classes = [CanIngest]
     parser_classes: list[Any] = []
-    rate: RateLimit | None
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rate = None
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        self.rate = rate_limit_for(request)
-        if self.rate.exceeded:
-            raise exceptions.Throttled(wait=self.rate.retry_after)
 
     def envelope(self, status: int, message: str, **extra: Any) -> HttpResponse:
         body: dict[str, Any] = {

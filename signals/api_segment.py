@@ -25,15 +25,14 @@ from signals.http import (
     MAX_CALL_BYTES,
     BodyError,
     CanIngest,
+    RateLimitedIngestMixin,
     call_size,
     classify,
     json_response,
     parse_json,
-    rate_limit_for,
     rate_limit_headers,
     read_body,
 )
-from signals.ratelimit import RateLimit
 from signals.schema import segment_schema
 from signals.segment import parse_message
 from signals.services import calls_ingest
@@ -67,22 +66,11 @@ def _body(request: Request) -> Any:
 
 
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
-class SegmentView(APIView):
+class SegmentView(RateLimitedIngestMixin, APIView):
     authentication_classes = [SegmentWriteKeyAuthentication]
     permission_classes = [CanIngest]
     parser_classes: list[Any] = []
     message_type: str | None = None  # None: /v1/batch
-    rate: RateLimit | None
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rate = None
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        self.rate = rate_limit_for(request)
-        if self.rate.exceeded:
-            raise exceptions.Throttled(wait=self.rate.retry_after)
 
     def answer(self, status: int, body: dict[str, Any]) -> HttpResponse:
         return json_response(body, status=status, headers=rate_limit_headers(self.rate))

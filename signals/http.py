@@ -75,6 +75,18 @@ def call_size(call: Any) -> int:
     return len(orjson.dumps(call))
 
 
+class RateLimitedIngestMixin:
+    """Both doors: count the request against the key's rate limit once authenticated."""
+
+    rate: RateLimit | None = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        self.rate = rate_limit_for(request)
+        if self.rate.exceeded:
+            raise exceptions.Throttled(wait=self.rate.retry_after)
+
+
 class CanIngest(BasePermission):
     message = "This key cannot send data."
 

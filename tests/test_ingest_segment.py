@@ -22,7 +22,7 @@ def basic(key: str) -> str:
     return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 
 
-def post(path: str, body: Any, **headers: str) -> Any:
+def post(path: str, body: Any, **headers: Any) -> Any:
     return Client().post(f"/api/segment/v1/{path}", json.dumps(body), content_type="application/json", **headers)
 
 
@@ -120,9 +120,8 @@ def test_a_segment_write_key_only_writes_its_own_tenant(tenant_a: TenantWorld, t
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_creating_the_same_user_make_one_record(live_server: Any, tenant_a: TenantWorld) -> None:
     def send(n: int) -> int:
-        body = {"calls": [{"type": "track", "identification": {"user": {"userId": "same", "email": "same@x.test"},
-                                                                "account": {"accountId": "acc"}},
-                           "name": f"e{n}"}]}  # fmt: skip
+        identification = {"user": {"userId": "same", "email": "same@x.test"}, "account": {"accountId": "acc"}}
+        body: dict[str, Any] = {"calls": [{"type": "track", "identification": identification, "name": f"e{n}"}]}
         response = requests.post(
             f"{live_server.url}/api/journy/batch", json=body, headers={"x-api-key": tenant_a.write_key}, timeout=30
         )
