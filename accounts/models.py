@@ -209,7 +209,8 @@ class DirtyEntity(TenantScopedModel):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "entity_type", "entity_id"], name="dirtyentity_entity"),
         ]
-        indexes = [models.Index(fields=["tenant", "marked_at"], name="dirtyentity_marked")]
+        # No index on marked_at: re-marking an entity then stays a HOT update (no index to maintain),
+        # which matters because every ingestion request re-marks what it touched.
 
     def __str__(self) -> str:
         return f"{self.entity_type} {self.entity_id}"

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.db.models import Q
 
 from accounts.models import (
@@ -29,10 +28,27 @@ from accounts.properties import combine_records, merge_properties
 from plgapp.models import Tenant
 
 STAGE_KEY = "stage"
+LAST_SEEN_RESOLUTION_SECONDS = 60
 NAME_KEY = "name"
 
 
 # --- the data catalogue ------------------------------------------------------------------------------
+
+
+# A key's type never changes once recorded, so each process remembers the types it has read from the
+# database (never the ones it is about to write: that transaction may roll back or lose a race).
+_known_types: dict[int, dict[tuple[str, str], str]] = {}
+_KNOWN_TYPES_LIMIT = 100_000
+_known_types_size = 0
+
+
+def _remember_type(tenant_pk: int, item: tuple[str, str], kind: str) -> None:
+    global _known_types_size
+    if _known_types_size >= _KNOWN_TYPES_LIMIT:
+        _known_types.clear()
+        _known_types_size = 0
+    _known_types.setdefault(tenant_pk, {})[item] = kind
+    _known_types_size += 1
 
 
 @dataclass
@@ -44,7 +60,14 @@ class PropertyCatalog:
     new: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def load(self, keys: Iterable[tuple[str, str]]) -> None:
-        wanted = set(keys) - set(self.known)
+        remembered = _known_types.get(self.tenant.pk, {})
+        wanted = set()
+        for item in keys:
+            kind = remembered.get(item)
+            if kind is not None:
+                self.known[item] = kind
+            elif item not in self.known:
+                wanted.add(item)
         if not wanted:
             return
         condition = Q()
@@ -56,6 +79,7 @@ class PropertyCatalog:
             .values_list("entity_type", "key", "type")
         ):
             self.known[(entity_type, key)] = kind
+            _remember_type(self.tenant.pk, (entity_type, key), kind)
 
     def check(self, entity_type: str, typed: dict[str, str]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
         """(keys whose type differs from the catalogue's, keys seen for the first time) — records nothing."""
@@ -344,40 +368,47 @@ def accounts_merge(*, tenant: Tenant, survivor_pk: int, loser_pk: int) -> None:
 
 
 def users_seen(*, tenant: Tenant, seen: dict[int, tuple[datetime, datetime]]) -> None:
-    """Widen first_seen_at / last_seen_at of users by the event times of a request (one statement)."""
+    """Widen first_seen_at / last_seen_at of users by the event times of a request (one statement).
+
+    last_seen_at is kept to the minute: a user seen again within a minute of the stored time is not
+    rewritten, which spares a row update per active user and request on the hot path.
+    """
     if not seen:
         return
-    values = ", ".join(["(%s, %s::timestamptz, %s::timestamptz)"] * len(seen))
-    params: list[Any] = []
-    for pk, (first, last) in sorted(seen.items()):
-        params.extend([pk, first, last])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            UPDATE accounts_enduser AS u
-               SET first_seen_at = LEAST(COALESCE(u.first_seen_at, v.first), v.first),
-                   last_seen_at = GREATEST(COALESCE(u.last_seen_at, v.last), v.last)
-              FROM (VALUES {values}) AS v(id, first, last)
-             WHERE u.id = v.id AND u.tenant_id = %s
-            """,  # noqa: S608 - only placeholders are interpolated
-            [*params, tenant.pk],
-        )
+    # Arrays, not a VALUES list: one parameter per column keeps the statement cheap to build and parse.
+    pks = sorted(seen)
+    EndUser.objects.sql(
+        tenant,
+        """
+        UPDATE accounts_enduser AS u
+           SET first_seen_at = LEAST(COALESCE(u.first_seen_at, v.first), v.first),
+               last_seen_at = GREATEST(COALESCE(u.last_seen_at, v.last), v.last)
+          FROM unnest(%(ids)s::bigint[], %(firsts)s::timestamptz[], %(lasts)s::timestamptz[]) AS v(id, first, last)
+         WHERE u.tenant_id = %(tenant)s AND u.id = v.id
+           AND (u.first_seen_at IS NULL OR v.first < u.first_seen_at
+                OR v.last >= u.last_seen_at + make_interval(secs => %(resolution)s))
+        """,
+        {
+            "ids": pks,
+            "firsts": [seen[pk][0].isoformat() for pk in pks],
+            "lasts": [seen[pk][1].isoformat() for pk in pks],
+            "resolution": LAST_SEEN_RESOLUTION_SECONDS,
+        },
+    )
 
 
 def entities_mark_dirty(*, tenant: Tenant, marks: set[tuple[str, int]], now: datetime) -> None:
     """Record, in the caller's transaction, that these entities need downstream processing."""
     if not marks:
         return
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(marks))
-    params: list[Any] = []
-    for entity_type, pk in sorted(marks):
-        params.extend([tenant.pk, entity_type, pk, now])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO accounts_dirtyentity (tenant_id, entity_type, entity_id, marked_at)
-            VALUES {values}
-            ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE SET marked_at = EXCLUDED.marked_at
-            """,  # noqa: S608 - only placeholders are interpolated
-            params,
-        )
+    ordered = sorted(marks)  # a fixed order, so that concurrent requests do not deadlock on the same marks
+    DirtyEntity.objects.sql(
+        tenant,
+        """
+        INSERT INTO accounts_dirtyentity (tenant_id, entity_type, entity_id, marked_at)
+        SELECT %(tenant)s, mark.entity_type, mark.entity_id, %(now)s
+          FROM unnest(%(types)s::text[], %(ids)s::bigint[]) AS mark(entity_type, entity_id)
+        ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE SET marked_at = EXCLUDED.marked_at
+        """,
+        {"now": now, "types": [str(entity_type) for entity_type, _pk in ordered], "ids": [pk for _t, pk in ordered]},
+    )

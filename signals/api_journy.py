@@ -29,11 +29,11 @@ from signals.http import (
     BodyError,
     CanIngest,
     RateLimitedIngestMixin,
-    call_size,
     classify,
     json_response,
     parse_json,
     rate_limit_headers,
+    raw_call_problems,
     read_body,
 )
 from signals.journy import parse_call
@@ -72,6 +72,9 @@ class JournyView(RateLimitedIngestMixin, APIView):
         now = timezone.now()
         body = parse_json(read_body(request, limit=MAX_CALL_BYTES))
         try:
+            problems = raw_call_problems(body, what="call")
+            if problems:
+                raise CallInvalid(problems)
             call = parse_call(kind, body, now=now)
         except CallInvalid as exc:
             return self.envelope(400, f"The {kind} call is invalid: {exc}", errors={"fields": exc.fields})
@@ -136,8 +139,9 @@ class BatchView(JournyView):
             if not isinstance(raw, dict):
                 rejected[index] = {"call": "must be an object with a type"}
                 continue
-            if call_size(raw) > MAX_CALL_BYTES:
-                rejected[index] = {"call": f"is over the limit of {MAX_CALL_BYTES:,} bytes"}
+            problems = raw_call_problems(raw, what="call")
+            if problems:
+                rejected[index] = problems
                 continue
             try:
                 parsed.append((index, parse_call(str(raw.get("type")), raw, now=now)))

@@ -26,11 +26,11 @@ from signals.http import (
     BodyError,
     CanIngest,
     RateLimitedIngestMixin,
-    call_size,
     classify,
     json_response,
     parse_json,
     rate_limit_headers,
+    raw_call_problems,
     read_body,
 )
 from signals.schema import segment_schema
@@ -101,8 +101,9 @@ class SegmentView(RateLimitedIngestMixin, APIView):
         calls: list[tuple[int, Call]] = []
         rejected: dict[int, dict[str, str]] = {}
         for index, message in enumerate(messages):
-            if self.message_type is None and call_size(message) > MAX_CALL_BYTES:
-                rejected[index] = {"message": f"is over the limit of {MAX_CALL_BYTES:,} bytes"}
+            problems = raw_call_problems(message, what="message")
+            if problems:
+                rejected[index] = problems
                 continue
             try:
                 calls.extend((index, call) for call in parse_message(message, kind=self.message_type, now=now))

@@ -7,6 +7,7 @@ bad call in a batch is rejected alone, with a message that says what is wrong an
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ FUTURE_TOLERANCE = timedelta(days=1)
 PropertyValue = str | int | float | bool | list[str] | None
 
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$")
+_WHITESPACE = re.compile(r"\s+")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
@@ -33,6 +35,28 @@ class CallInvalid(ValueError):
     def __init__(self, fields: dict[str, str]) -> None:
         super().__init__("; ".join(f"{path}: {message}" for path, message in fields.items()))
         self.fields = fields
+
+
+NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
+
+
+def nul_fields(raw: Any, path: str = "") -> dict[str, str]:
+    """Paths of the strings (values or keys) holding a NUL, which PostgreSQL cannot store in text or jsonb."""
+    found: dict[str, str] = {}
+    if isinstance(raw, str):
+        if "\x00" in raw:
+            found[path or "body"] = NUL_MESSAGE
+    elif isinstance(raw, dict):
+        for key, value in raw.items():
+            child = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                found[child.replace("\x00", "\\u0000")] = NUL_MESSAGE
+            else:
+                found.update(nul_fields(value, child))
+    elif isinstance(raw, list):
+        for n, item in enumerate(raw):
+            found.update(nul_fields(item, f"{path}.{n}" if path else str(n)))
+    return found
 
 
 # --- identification -------------------------------------------------------------------------------
@@ -114,13 +138,15 @@ def parse_account_ref(raw: Any, path: str) -> AccountRef:
 # --- properties -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)  # the same few keys arrive millions of times
 def normalize_key(key: str) -> str:
     """Trimmed, lower-case, inner whitespace as `_` (as journy.io and its SDKs do)."""
-    return re.sub(r"\s+", "_", key.strip().lower())
+    return _WHITESPACE.sub("_", key.strip().lower())
 
 
 def parse_datetime(value: str) -> datetime | None:
-    if not _ISO_DATETIME.match(value.strip()):
+    # Cheap pre-check first: most strings are not dates, and this runs for every text value.
+    if len(value) < 16 or not value.lstrip()[:4].isdigit() or not _ISO_DATETIME.match(value.strip()):
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -141,41 +167,72 @@ def value_type(value: PropertyValue) -> str:
     return "datetime" if parse_datetime(value) is not None else "text"
 
 
-def _property_value(value: Any, path: str, *, allow_lists: bool) -> PropertyValue:
-    if value is None or isinstance(value, bool | str):
-        if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
-            raise CallInvalid({path: f"text longer than {MAX_TEXT_LENGTH} characters"})
-        return value
-    if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CallInvalid({path: "numbers must be finite"})
-        return value
-    if isinstance(value, list):
-        if not allow_lists:
-            raise CallInvalid({path: "event metadata holds single values (string, number, boolean), not lists"})
-        if len(value) > MAX_LIST_LENGTH or not all(isinstance(item, str) for item in value):
-            raise CallInvalid({path: f"lists hold at most {MAX_LIST_LENGTH} strings"})
-        return list(value)
+class PropertyMap(dict[str, PropertyValue]):
+    """Validated properties, with the catalogue type of each non-null value (found while parsing, once)."""
+
+    __slots__ = ("types",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: dict[str, str] = {}
+
+
+def property_types(properties: dict[str, PropertyValue]) -> dict[str, str]:
+    """Key -> catalogue type of the non-null values (a fresh dict the caller may change)."""
+    if isinstance(properties, PropertyMap):
+        return dict(properties.types)
+    return {key: value_type(value) for key, value in properties.items() if value is not None}
+
+
+def _unsupported(value: Any) -> str:
     kind = "an object" if isinstance(value, dict) else type(value).__name__
-    raise CallInvalid({path: f"{kind} is not a supported value (string, number, boolean, datetime, list of strings)"})
+    return f"{kind} is not a supported value (string, number, boolean, datetime, list of strings)"
 
 
-def parse_properties(raw: Any, path: str, *, allow_lists: bool = True) -> dict[str, PropertyValue]:
+def parse_properties(raw: Any, path: str, *, allow_lists: bool = True) -> PropertyMap:
+    """Validate a properties object; runs for every call, so it checks exact types in one pass."""
+    properties = PropertyMap()
     if raw is None:
-        return {}
+        return properties
     if not isinstance(raw, dict):
         raise CallInvalid({path: "must be an object"})
-    properties: dict[str, PropertyValue] = {}
+    types = properties.types
     errors: dict[str, str] = {}
-    for raw_key, raw_value in raw.items():
-        key = normalize_key(str(raw_key))
+    for raw_key, value in raw.items():
+        key = normalize_key(raw_key if type(raw_key) is str else str(raw_key))
         if not key or len(key) > MAX_KEY_LENGTH:
             errors[f"{path}.{raw_key}"] = f"keys must be 1-{MAX_KEY_LENGTH} characters"
             continue
-        try:
-            properties[key] = _property_value(raw_value, f"{path}.{key}", allow_lists=allow_lists)
-        except CallInvalid as exc:
-            errors.update(exc.fields)
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_TEXT_LENGTH:
+                errors[f"{path}.{key}"] = f"text longer than {MAX_TEXT_LENGTH} characters"
+                continue
+            types[key] = "datetime" if parse_datetime(value) is not None else "text"
+        elif kind is bool:
+            types[key] = "boolean"
+        elif kind is int:
+            types[key] = "number"
+        elif kind is float:
+            if not math.isfinite(value):
+                errors[f"{path}.{key}"] = "numbers must be finite"
+                continue
+            types[key] = "number"
+        elif value is None:
+            types.pop(key, None)  # deletes the property; no type to check
+        elif kind is list:
+            if not allow_lists:
+                errors[f"{path}.{key}"] = "event metadata holds single values (string, number, boolean), not lists"
+                continue
+            if len(value) > MAX_LIST_LENGTH or not all(type(item) is str for item in value):
+                errors[f"{path}.{key}"] = f"lists hold at most {MAX_LIST_LENGTH} strings"
+                continue
+            value = list(value)
+            types[key] = "list"
+        else:
+            errors[f"{path}.{key}"] = _unsupported(value)
+            continue
+        properties[key] = value
     if errors:
         raise CallInvalid(errors)
     return properties

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from plgapp.models import ApiKey
 from plgapp.roles import Capability
 from plgapp.tenancy import access_for_api_key
+from signals.calls import nul_fields
 from signals.ratelimit import RateLimit, default_limit, rate_limit_hit
 
 DATABASE_RETRY_AFTER = 5
@@ -71,8 +72,14 @@ def json_response(body: Any, *, status: int, headers: dict[str, str] | None = No
     return response
 
 
-def call_size(call: Any) -> int:
-    return len(orjson.dumps(call))
+def raw_call_problems(call: Any, *, what: str) -> dict[str, str] | None:
+    """What makes one call of a request unstorable before it is even parsed: its size, NUL characters."""
+    dumped = orjson.dumps(call)
+    if len(dumped) > MAX_CALL_BYTES:
+        return {what: f"is over the limit of {MAX_CALL_BYTES:,} bytes"}
+    if b"\\u0000" in dumped:  # cheap test first; the walk finds where (or that it was an escaped backslash)
+        return nul_fields(call) or None
+    return None
 
 
 class RateLimitedIngestMixin:

@@ -41,7 +41,7 @@ def dirty_entities_process(*, tenant_id: int) -> int:
         with transaction.atomic():
             marks = list(
                 DirtyEntity.objects.for_tenant(tenant)
-                .order_by("marked_at")
+                .order_by("pk")
                 .select_for_update(skip_locked=True)[:CLAIM_BATCH]
                 .values_list("pk", "entity_type", "entity_id", "marked_at")
             )

@@ -443,3 +443,75 @@ def test_one_tenants_write_key_never_touches_another_tenants_records(
 
     assert EndUser.objects.for_tenant(tenant_a.tenant).get().properties == {"plan": "a-plan"}
     assert EndUser.objects.for_tenant(tenant_b.tenant).count() == 0
+
+
+def test_texts_with_tabs_newlines_and_backslashes_are_stored_exactly(journy: Journy) -> None:
+    awkward = 'tab\there, line\nbreak, return\r, back\\slash, quote", \\N, tab-escape \\t'
+    response = journy.batch(
+        [
+            {"type": "track", "identification": {"user": {"userId": "u\\1"}}, "name": awkward,
+             "metadata": {"note": awkward}},
+            {"type": "track", "identification": {"account": {"accountId": "a\tb"}}, "name": "with id",
+             "metadata": {"note": awkward}, "messageId": "m\\1"},
+        ]
+    )  # fmt: skip
+
+    assert response.status_code == 200, response.json()
+    plain, keyed = journy.events().order_by("id")
+    assert (plain.name, plain.properties, plain.message_id) == (awkward, {"note": awkward}, None)
+    assert plain.end_user.external_id == "u\\1"
+    assert (keyed.properties, keyed.message_id) == ({"note": awkward}, "m\\1")
+
+
+def test_nul_characters_are_refused_with_a_400_not_stored(journy: Journy) -> None:
+    response = journy.batch(
+        [
+            {"type": "track", "identification": {"user": {"userId": "u1"}}, "name": "bad\u0000name"},
+            {"type": "track", "identification": {"user": {"userId": "u1"}}, "name": "ok",
+             "metadata": {"note": "nul\u0000inside"}},
+            {"type": "upsertUser", "identification": {"userId": "u\u00002"}, "properties": {"plan": "pro"}},
+            {"type": "track", "identification": {"user": {"userId": "u1"}}, "name": "fine"},
+        ]
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    rejected = {item["index"]: item["fields"] for item in response.json()["data"]["rejected"]}
+    assert rejected == {
+        0: {"name": "must not contain NUL characters (\\u0000)"},
+        1: {"metadata.note": "must not contain NUL characters (\\u0000)"},
+        2: {"identification.userId": "must not contain NUL characters (\\u0000)"},
+    }
+    assert list(journy.events().values_list("name", flat=True)) == ["fine"]
+
+
+def test_a_batch_mixing_calls_with_and_without_message_ids_stores_each_once(journy: Journy) -> None:
+    calls = [
+        {"type": "track", "identification": {"user": {"userId": "u1"}}, "name": f"e{n}"}
+        | ({"messageId": f"m{n}"} if n % 2 else {})
+        for n in range(6)
+    ]
+    journy.batch(calls)
+    journy.batch(calls)  # a client retry: keyed events are skipped, the others are new events
+
+    names = sorted(journy.events().values_list("name", flat=True))
+    assert names == ["e0", "e0", "e1", "e2", "e2", "e3", "e4", "e4", "e5"]
+
+
+def test_last_seen_is_kept_to_the_minute_and_first_seen_exactly(journy: Journy) -> None:
+    def track_at(at: str) -> None:
+        journy.track({"user": {"userId": "u1"}}, "ping", triggeredAt=at)
+
+    track_at("2026-03-01T10:00:00Z")
+    track_at("2026-03-01T10:00:30Z")  # within the minute: not rewritten
+    user = journy.users().get()
+    assert (user.first_seen_at.isoformat(), user.last_seen_at.isoformat()) == (
+        "2026-03-01T10:00:00+00:00",
+        "2026-03-01T10:00:00+00:00",
+    )
+    track_at("2026-03-01T10:01:00Z")
+    track_at("2026-03-01T09:59:59Z")  # earlier than first seen: always recorded
+    user.refresh_from_db()
+    assert (user.first_seen_at.isoformat(), user.last_seen_at.isoformat()) == (
+        "2026-03-01T09:59:59+00:00",
+        "2026-03-01T10:01:00+00:00",
+    )

@@ -93,6 +93,24 @@ def test_a_message_that_cannot_be_stored_is_400_with_a_code(tenant_a: TenantWorl
     assert "userId" in response.json()["message"]
 
 
+def test_nul_characters_are_a_clear_400_on_the_segment_door_too(tenant_a: TenantWorld) -> None:
+    auth = basic(tenant_a.write_key)
+
+    single = post("track", {"userId": "u1", "event": "x", "properties": {"a\u0000b": 1}}, HTTP_AUTHORIZATION=auth)
+    batch = post(
+        "batch",
+        {"batch": [{"type": "identify", "userId": "u1", "traits": {"tags": ["ok", "n\u0000"]}},
+                   {"type": "track", "userId": "u1", "event": "kept"}]},
+        HTTP_AUTHORIZATION=auth,
+    )  # fmt: skip
+
+    assert single.status_code == 400
+    assert single.json()["message"] == "properties.a\\u0000b: must not contain NUL characters (\\u0000)"
+    assert batch.status_code == 200
+    assert batch.json()["rejected"][0]["fields"] == {"traits.tags.1": "must not contain NUL characters (\\u0000)"}
+    assert list(Event.objects.for_tenant(tenant_a.tenant).values_list("name", flat=True)) == ["kept"]
+
+
 def test_an_unsupported_content_encoding_is_415(tenant_a: TenantWorld) -> None:
     response = post("track", {"userId": "u", "event": "e"}, HTTP_AUTHORIZATION=basic(tenant_a.write_key),
                     HTTP_CONTENT_ENCODING="br")  # fmt: skip

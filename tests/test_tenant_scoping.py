@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -138,3 +139,50 @@ def test_deleting_a_tenant_removes_its_rows_only(tenant_a: TenantWorld, tenant_b
 
     assert ApiKey.objects.unscoped().filter(tenant_id=tenant_b.tenant.pk).count() == 2
     assert ApiKey.objects.unscoped().count() == 2
+
+
+# Modules that may hold plain SQL, with the reason. Tenant data goes through TenantManager.sql/.copy.
+PLAIN_SQL_ALLOWED = {
+    "plgapp/models.py": "the tenant door itself (TenantManager.sql / .copy)",
+    "plgapp/selectors.py": "API-key lookup by hash, before the tenant is known (as unscoped() would)",
+    "plgapp/health.py": "readiness check (SELECT 1)",
+    "plgapp/devservices.py": "creates the embedded database",
+}
+PLAIN_SQL_MARKERS = ("connection.cursor", "cursor.execute", ".raw(", "copy_expert", "RawSQL(")
+
+
+def test_plain_sql_only_goes_through_the_tenant_door() -> None:
+    root = Path(__file__).resolve().parent.parent
+    offenders: list[str] = []
+    for app in ("plgapp", "accounts", "signals", "scoring", "playbooks", "integrations"):
+        for path in (root / app).rglob("*.py"):
+            relative = path.relative_to(root).as_posix()
+            if "/migrations/" in relative or relative in PLAIN_SQL_ALLOWED:
+                continue
+            text = path.read_text()
+            offenders.extend(f"{relative}: {marker}" for marker in PLAIN_SQL_MARKERS if marker in text)
+    assert offenders == [], "use Model.objects.sql(tenant, ...) / .copy(tenant, ...) for plain SQL on tenant data"
+
+
+def test_the_plain_sql_door_binds_the_tenant_itself(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    keys = ApiKey.objects.sql(tenant_a.tenant, "SELECT name FROM plgapp_apikey WHERE tenant_id = %(tenant)s", {})
+    assert sorted(name for (name,) in keys) == sorted(
+        ApiKey.objects.for_tenant(tenant_a.tenant).values_list("name", flat=True)
+    )
+    with pytest.raises(TenantScopeError):
+        ApiKey.objects.sql(tenant_a.tenant, "SELECT name FROM plgapp_apikey", {})
+    with pytest.raises(TenantScopeError):  # a caller cannot choose the tenant
+        ApiKey.objects.sql(
+            tenant_a.tenant, "SELECT 1 FROM plgapp_apikey WHERE tenant_id = %(tenant)s", {"tenant": tenant_b.tenant.pk}
+        )
+
+
+def test_the_copy_door_writes_every_row_to_the_named_tenant(tenant_a: TenantWorld) -> None:
+    EndUser.objects.copy(
+        tenant_a.tenant,
+        ["external_id", "email", "properties", "property_times", "created_at", "updated_at"],
+        [("u\t1", None, '{"a": "b\\\\c"}', "{}", now(), now())],
+    )
+
+    user = EndUser.objects.for_tenant(tenant_a.tenant).get()
+    assert (user.external_id, user.email, user.properties) == ("u\t1", None, {"a": "b\\c"})
