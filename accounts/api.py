@@ -6,9 +6,12 @@ from typing import Any
 
 import django_filters
 from django.db.models import Prefetch, Q, QuerySet
+from django.db.models.functions import Coalesce
 from rest_framework import mixins
+from rest_framework.exceptions import ValidationError
 
 from accounts.models import Account, EndUser, EntityType, Membership, PropertyDefinition
+from accounts.scores_hook import score_expression
 from accounts.serializers import (
     AccountDetailOutputSerializer,
     AccountOutputSerializer,
@@ -33,12 +36,31 @@ class _Search(django_filters.FilterSet):
         return queryset.filter(condition)
 
 
+SCORE_ORDERINGS = {"conversion", "churn"}
+
+
 class AccountFilter(_Search):
     search_fields = ("external_id", "domain", "name")
+    min_score = django_filters.NumberFilter(
+        method="at_least", help_text="Only accounts whose score of `score_kind` (default conversion) is at least this."
+    )
+    score_kind = django_filters.ChoiceFilter(
+        choices=[(kind, kind) for kind in sorted(SCORE_ORDERINGS)], method="noop",
+        help_text="The score kind min_score applies to (default conversion).",
+    )  # fmt: skip
 
     class Meta:
         model = Account
-        fields = ["stage", "q"]
+        fields = ["stage", "q", "min_score", "score_kind"]
+
+    def at_least(self, queryset: QuerySet[Any], name: str, value: float) -> QuerySet[Any]:
+        if not 0 <= value <= 1:
+            raise ValidationError({"min_score": "min_score is a probability from 0 to 1."})
+        kind = (self.data or {}).get("score_kind") or "conversion"
+        return queryset.alias(min_score_value=score_expression(kind, "account")).filter(min_score_value__gte=value)
+
+    def noop(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        return queryset
 
 
 class UserFilter(_Search):
@@ -54,18 +76,36 @@ class ByIdPagination(CursorPagination):
     ordering = "-id"
 
 
+class AccountPagination(ByIdPagination):
+    """Newest first, or by a score: ?ordering=-conversion (highest first), conversion, -churn, churn."""
+
+    def get_ordering(self, request: Any, queryset: Any, view: Any) -> tuple[str, ...]:
+        ordering = request.query_params.get("ordering")
+        if ordering is None:
+            return ("-id",)
+        kind = ordering.removeprefix("-")
+        if kind not in SCORE_ORDERINGS:
+            choices = ", ".join(f"-{k}, {k}" for k in sorted(SCORE_ORDERINGS))
+            raise ValidationError({"ordering": f"ordering must be one of {choices}; got {ordering!r}."})
+        return (f"-score_{kind}" if ordering.startswith("-") else f"score_{kind}", "-id")
+
+
 class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     """Accounts; the detail has its users with their relationship properties (e.g. role)."""
 
     scoped_model = Account
     filterset_class = AccountFilter
-    pagination_class = ByIdPagination
+    pagination_class = AccountPagination
 
     def get_serializer_class(self) -> Any:
         return AccountDetailOutputSerializer if self.action == "retrieve" else AccountOutputSerializer
 
     def get_queryset(self) -> QuerySet[Account]:
         queryset = super().get_queryset()
+        ordering = self.request.query_params.get("ordering", "").removeprefix("-")
+        if self.action == "list" and ordering in SCORE_ORDERINGS:
+            # Unscored accounts sort last (highest first) or first: -1 keeps the cursor comparisons total.
+            queryset = queryset.annotate(**{f"score_{ordering}": Coalesce(score_expression(ordering, "account"), -1.0)})
         if self.action == "retrieve" and not getattr(self, "swagger_fake_view", False):
             memberships = Membership.objects.for_tenant(self.tenant).select_related("end_user").order_by("joined_at")
             queryset = queryset.prefetch_related(Prefetch("memberships", queryset=memberships))

@@ -202,6 +202,10 @@ class DirtyEntity(TenantScopedModel):
     entity_type = models.CharField(max_length=20, choices=EntityType.choices)
     entity_id = models.BigIntegerField()
     marked_at = models.DateTimeField(default=timezone.now)
+    # UTC days of the events whose daily rollups this entity needs recomputed (signals.rollups); widened
+    # by every re-mark, null when only properties or memberships changed (no rollup work).
+    first_day = models.DateField(null=True, blank=True)
+    last_day = models.DateField(null=True, blank=True)
 
     objects: ClassVar[TenantManager[DirtyEntity]]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db.models import Q
@@ -290,7 +290,8 @@ def _history_of(tenant: Tenant, entity_type: str, pks: Iterable[int]) -> tuple[A
 
 
 def entities_delete(*, tenant: Tenant, model: type[EndUser] | type[Account], pks: Sequence[int]) -> None:
-    """Delete users or accounts with their memberships and history (events go with them: FK cascade)."""
+    """Delete users or accounts with their memberships and history (events go with them: FK cascade;
+    their daily rollups and the marks of the other side are the caller's, signals.services)."""
     if not pks:
         return
     entity_type = EntityType.USER if model is EndUser else EntityType.ACCOUNT
@@ -397,18 +398,72 @@ def users_seen(*, tenant: Tenant, seen: dict[int, tuple[datetime, datetime]]) ->
     )
 
 
-def entities_mark_dirty(*, tenant: Tenant, marks: set[tuple[str, int]], now: datetime) -> None:
-    """Record, in the caller's transaction, that these entities need downstream processing."""
+DayRange = tuple[date, date]
+
+
+def utc_day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
+@dataclass
+class DirtyMarks:
+    """What a request asks downstream processing to do: entity -> UTC days of events whose daily rollups
+    it invalidates (new events, events moved in by a merge or device link, events deleted with another
+    entity), or None when only properties or memberships changed (no rollup work)."""
+
+    days: dict[tuple[str, int], DayRange | None] = field(default_factory=dict)
+
+    def add(self, entity_type: str, pk: int) -> None:
+        self.days.setdefault((entity_type, pk), None)
+
+    def add_events(self, entity_type: str, pk: int, first: datetime, last: datetime) -> None:
+        self.add_days(entity_type, pk, utc_day(first), utc_day(last))
+
+    def add_days(self, entity_type: str, pk: int, first: date, last: date) -> None:
+        current = self.days.get((entity_type, pk))
+        if current is not None:
+            first, last = min(first, current[0]), max(last, current[1])
+        self.days[(entity_type, pk)] = (first, last)
+
+    def discard(self, entity_type: str, pks: Iterable[int]) -> None:
+        for pk in pks:
+            self.days.pop((entity_type, pk), None)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.days
+
+    def __len__(self) -> int:
+        return len(self.days)
+
+
+def entities_mark_dirty(*, tenant: Tenant, marks: DirtyMarks, now: datetime) -> None:
+    """Record, in the caller's transaction, that these entities need downstream processing.
+
+    A re-mark sets marked_at (the row lock this takes is what the processor's "delete only if marked_at is
+    unchanged" relies on, ADR 0005) and widens the day range: LEAST / GREATEST ignore NULLs, so a null range
+    (property-only write) never narrows a pending one.
+    """
     if not marks:
         return
-    ordered = sorted(marks)  # a fixed order, so that concurrent requests do not deadlock on the same marks
+    ordered = sorted(marks.days)  # a fixed order, so that concurrent requests do not deadlock on the same marks
+    ranges = [marks.days[item] for item in ordered]
     DirtyEntity.objects.sql(
         tenant,
         """
-        INSERT INTO accounts_dirtyentity (tenant_id, entity_type, entity_id, marked_at)
-        SELECT %(tenant)s, mark.entity_type, mark.entity_id, %(now)s
-          FROM unnest(%(types)s::text[], %(ids)s::bigint[]) AS mark(entity_type, entity_id)
-        ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE SET marked_at = EXCLUDED.marked_at
+        INSERT INTO accounts_dirtyentity (tenant_id, entity_type, entity_id, marked_at, first_day, last_day)
+        SELECT %(tenant)s, mark.entity_type, mark.entity_id, %(now)s, mark.first_day, mark.last_day
+          FROM unnest(%(types)s::text[], %(ids)s::bigint[], %(firsts)s::date[], %(lasts)s::date[])
+               AS mark(entity_type, entity_id, first_day, last_day)
+        ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE
+           SET marked_at = EXCLUDED.marked_at,
+               first_day = LEAST(accounts_dirtyentity.first_day, EXCLUDED.first_day),
+               last_day = GREATEST(accounts_dirtyentity.last_day, EXCLUDED.last_day)
         """,
-        {"now": now, "types": [str(entity_type) for entity_type, _pk in ordered], "ids": [pk for _t, pk in ordered]},
+        {
+            "now": now,
+            "types": [str(entity_type) for entity_type, _pk in ordered],
+            "ids": [pk for _t, pk in ordered],
+            "firsts": [days[0].isoformat() if days else None for days in ranges],
+            "lasts": [days[1].isoformat() if days else None for days in ranges],
+        },
     )

@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from accounts.api import AccountViewSet, PropertyDefinitionViewSet, UserViewSet
 from plgapp.api import ApiKeyViewSet, TenantView
+from scoring.api import DiscoveryView, ModelVersionViewSet, ScoreViewSet, ScoringSettingsView
 from signals.api import EventViewSet
 
 router = SimpleRouter(trailing_slash=True)
@@ -15,8 +16,12 @@ router.register("accounts", AccountViewSet, basename="account")
 router.register("users", UserViewSet, basename="user")
 router.register("events", EventViewSet, basename="event")
 router.register("properties", PropertyDefinitionViewSet, basename="property")
+router.register("scores", ScoreViewSet, basename="score")
+router.register("scoring/models", ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [
     path("tenant/", TenantView.as_view(), name="tenant"),
+    path("scoring/config/", ScoringSettingsView.as_view(), name="scoring-config"),
+    path("scoring/discovery/", DiscoveryView.as_view(), name="scoring-discovery"),
     *router.urls,
 ]

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.schedules import crontab
+
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "dirty-entities-sweep": {
         "task": "signals.tasks.dirty_entities_sweep",
         "schedule": 60.0,
         "options": {"expires": 55},
+    },
+    "scores-refresh": {
+        "task": "scoring.tasks.rescore_dispatch",
+        "schedule": crontab(minute=7),
+        "options": {"expires": 3000},
+    },
+    "models-retrain": {
+        "task": "scoring.tasks.retrain_dispatch",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 3 * 3600},
     },
     "worker-heartbeats": {
         "task": "plgapp.tasks.heartbeats_dispatch",

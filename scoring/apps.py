@@ -3,3 +3,21 @@ from django.apps import AppConfig
 
 class ScoringConfig(AppConfig):
     name = "scoring"
+
+    def ready(self) -> None:
+        from django.utils import timezone
+
+        from accounts import scores_hook
+        from scoring.selectors import score_value_expression, scores_by_entity
+        from scoring.services import rescore_changed
+        from signals import processing
+
+        scores_hook.register(
+            lookup=scores_by_entity,
+            expression=score_value_expression,
+            kinds={"account": ("conversion", "churn"), "user": ("health",), "membership": ("champion",)},
+        )
+        # After the rollups (which features read): rescore what changed, within a minute of new events.
+        processing.register(
+            lambda tenant, entities: rescore_changed(tenant, entities, timezone.now()),
+        )  # order: after rollups (helper adds order=)

@@ -54,3 +54,35 @@ class Event(TenantScopedModel):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class DailyRollup(TenantScopedModel):
+    """How many events of one name happened on one UTC day, at three levels (0 = none on that side):
+
+    - account level `(account_id=A, end_user_id=0)`: every event with account A, whoever did it;
+    - user level `(account_id=0, end_user_id=U)`: every event of user U, in whatever account;
+    - pair level `(A, U)`: the events of user U in account A.
+
+    Derived data, never written by ingestion: `signals.rollups` recomputes the buckets the dirty marks
+    name from `signals_event` (so a rollup is always a plain GROUP BY of the raw events). Features read it.
+    """
+
+    account_id = models.BigIntegerField(default=0)
+    end_user_id = models.BigIntegerField(default=0)
+    name = models.CharField(max_length=255)
+    day = models.DateField(help_text="UTC day of occurred_at.")
+    count = models.IntegerField()
+
+    objects: ClassVar[TenantManager[DailyRollup]]
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "account_id", "end_user_id", "name", "day"], name="dailyrollup_bucket"
+            ),
+        ]
+        # The unique index serves account-level and account-wide reads; this one a user's rows in any account.
+        indexes = [models.Index(fields=["tenant", "end_user_id", "day"], name="dailyrollup_tenant_user_day")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}/{self.end_user_id} {self.name}@{self.day}: {self.count}"

@@ -1,14 +1,23 @@
-"""Consumers of dirty-entity marks. Each later capability (rollups, features, scores, playbook
-triggers) registers a processor; a mark is cleared only after every processor has handled it.
+"""Consumers of dirty-entity marks (DESIGN §2). Each capability that derives data from changed entities
+registers a processor with an order: daily rollups first (`signals.rollups`, order 10), then whatever
+reads them (features and scores, playbook triggers; default order 100). A batch of marks goes to every
+processor in order, in one transaction, and a mark is cleared only after all of them handled it.
 
-Until a processor is registered (the scoring issue adds the first), marks stay in place, so the
-work they stand for is not lost.
+What keeps this correct without slowing ingestion down (ADR 0005):
+- marks are claimed with row locks (`FOR UPDATE SKIP LOCKED`, in id order); an ingestion request that
+  re-marks a claimed entity waits for the batch to commit (its `ON CONFLICT DO UPDATE` takes the row lock),
+  then writes a fresh mark, so its events are seen by the next round;
+- a mark is deleted only if its `marked_at` is unchanged;
+- one batch per tenant at a time (`tenant_processing_lock`, a transaction-level advisory lock), so two
+  workers never recompute overlapping rollup buckets at once. Ingestion takes the same lock before it
+  deletes the rollup rows of merged or deleted entities.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from django.db import transaction
 
@@ -17,13 +26,27 @@ from plgapp.models import Tenant
 
 logger = logging.getLogger(__name__)
 Processor = Callable[[Tenant, list[tuple[str, int]]], None]
-PROCESSORS: list[Processor] = []
+PROCESSORS: list[Processor] = []  # in run order
+DEFAULT_ORDER = 100
 CLAIM_BATCH = 500
+# Advisory-lock class of dirty-entity processing ("plgp"); the second key is the tenant id.
+PROCESSING_LOCK = 0x706C6770
+
+_orders: dict[Processor, int] = {}
 
 
-def register(processor: Processor) -> Processor:
-    PROCESSORS.append(processor)
+def register(processor: Processor, *, order: int = DEFAULT_ORDER) -> Processor:
+    """Add a processor. Lower `order` runs first; equal orders run in registration order."""
+    _orders[processor] = order
+    if processor not in PROCESSORS:
+        PROCESSORS.append(processor)
+    PROCESSORS.sort(key=lambda item: _orders.get(item, DEFAULT_ORDER))  # stable sort
     return processor
+
+
+def tenant_processing_lock(tenant: Tenant | int) -> None:
+    """Wait for this tenant's processing lock and hold it until the current transaction ends."""
+    DirtyEntity.objects.sql(tenant, "SELECT pg_advisory_xact_lock(%(lock)s, %(tenant)s)", {"lock": PROCESSING_LOCK})
 
 
 def tenants_with_dirty_entities() -> list[int]:
@@ -39,6 +62,7 @@ def dirty_entities_process(*, tenant_id: int) -> int:
     cleared = 0
     while True:
         with transaction.atomic():
+            tenant_processing_lock(tenant)
             marks = list(
                 DirtyEntity.objects.for_tenant(tenant)
                 .order_by("pk")
@@ -50,6 +74,19 @@ def dirty_entities_process(*, tenant_id: int) -> int:
             entities = [(entity_type, entity_id) for _pk, entity_type, entity_id, _at in marks]
             for processor in PROCESSORS:
                 processor(tenant, entities)
-            for pk, _type, _id, marked_at in marks:
-                # A mark re-set while we worked (newer marked_at) stays for the next round.
-                cleared += DirtyEntity.objects.for_tenant(tenant).filter(pk=pk, marked_at=marked_at).delete()[0]
+            cleared += _marks_clear(tenant, [(pk, marked_at) for pk, _type, _id, marked_at in marks])
+
+
+def _marks_clear(tenant: Tenant, marks: list[tuple[int, datetime]]) -> int:
+    # One statement for the batch. A mark re-set while we worked (newer marked_at) stays for the next round.
+    deleted = DirtyEntity.objects.sql(
+        tenant,
+        """
+        DELETE FROM accounts_dirtyentity AS d
+         USING unnest(%(ids)s::bigint[], %(ats)s::timestamptz[]) AS m(id, marked_at)
+         WHERE d.tenant_id = %(tenant)s AND d.id = m.id AND d.marked_at = m.marked_at
+        RETURNING d.id
+        """,
+        {"ids": [pk for pk, _at in marks], "ats": [at for _pk, at in marks]},
+    )
+    return len(deleted)

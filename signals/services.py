@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from accounts.identity import Node, Resolver
 from accounts.models import Account, EndUser, EntityType
 from accounts.services import (
+    DirtyMarks,
     MembershipWrite,
     PropertyCatalog,
     PropertyWrite,
@@ -49,6 +50,8 @@ from signals.calls import (
     property_types,
 )
 from signals.models import Event
+from signals.processing import tenant_processing_lock
+from signals.rollups import rollups_forget
 
 logger = logging.getLogger(__name__)
 RETRIES = 3
@@ -169,7 +172,7 @@ def _ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: datetime)
         catalog.record(first_seen)
         accepted.extend((index, call) for call in group)
     catalog.save(now=now)
-    marks: set[tuple[str, int]] = set()
+    marks = DirtyMarks()
     for segment in _segments(accepted):
         _ingest_segment(tenant=tenant, calls=[call for _index, call in segment], now=now, marks=marks)
     entities_mark_dirty(tenant=tenant, marks=marks, now=now)
@@ -177,23 +180,47 @@ def _ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: datetime)
     return result
 
 
-def _merge_users(tenant: Tenant) -> Any:
+# The event column that names each kind of entity, and the one that names the other kind.
+_EVENT_SIDES = {EntityType.USER: ("end_user_id", "account_id"), EntityType.ACCOUNT: ("account_id", "end_user_id")}
+
+
+def _merger(tenant: Tenant, entity_type: EntityType, marks: DirtyMarks) -> Callable[[int, int], None]:
+    """The merge step the identity resolver calls: events, then the rows, then rollups and marks."""
+    merge_rows = end_users_merge if entity_type == EntityType.USER else accounts_merge
+
     def merge(survivor_pk: int, loser_pk: int) -> None:
-        Event.objects.for_tenant(tenant).filter(end_user_id=loser_pk).update(end_user_id=survivor_pk)
-        end_users_merge(tenant=tenant, survivor_pk=survivor_pk, loser_pk=loser_pk)
+        tenant_processing_lock(tenant)  # before any row of the merge is touched (ADR 0006)
+        moved = events_move(tenant=tenant, entity_type=entity_type, from_pk=loser_pk, to_pk=survivor_pk)
+        merge_rows(tenant=tenant, survivor_pk=survivor_pk, loser_pk=loser_pk)
+        # The loser's rows go; the survivor's buckets on the moved events' days are recomputed.
+        rollups_forget(tenant=tenant, entity_type=entity_type, pks=[loser_pk])
+        marks.discard(entity_type, [loser_pk])
+        marks.add(entity_type, survivor_pk)
+        if moved is not None:
+            marks.add_days(entity_type, survivor_pk, *moved)
 
     return merge
 
 
-def _merge_accounts(tenant: Tenant) -> Any:
-    def merge(survivor_pk: int, loser_pk: int) -> None:
-        Event.objects.for_tenant(tenant).filter(account_id=loser_pk).update(account_id=survivor_pk)
-        accounts_merge(tenant=tenant, survivor_pk=survivor_pk, loser_pk=loser_pk)
+def _forget_deleted(*, tenant: Tenant, entity_type: EntityType, pks: list[int], marks: DirtyMarks) -> None:
+    """Before users or accounts are deleted (their events go with them): drop their rollups, and mark the
+    other side of those events (a deleted user's accounts, a deleted account's users) for those days."""
+    tenant_processing_lock(tenant)  # before any row of the delete is touched (ADR 0006)
+    marks.discard(entity_type, pks)
+    side, other = _EVENT_SIDES[entity_type]
+    other_type = EntityType.ACCOUNT if entity_type == EntityType.USER else EntityType.USER
+    for other_pk, first, last in Event.objects.sql(
+        tenant,
+        f"SELECT {other}, min((occurred_at AT TIME ZONE 'UTC')::date), max((occurred_at AT TIME ZONE 'UTC')::date) "  # noqa: S608 - constant columns
+        f"FROM signals_event WHERE tenant_id = %(tenant)s AND {side} = ANY(%(ids)s::bigint[]) AND {other} IS NOT NULL "
+        f"GROUP BY {other}",
+        {"ids": pks},
+    ):
+        marks.add_days(other_type, other_pk, first, last)
+    rollups_forget(tenant=tenant, entity_type=entity_type, pks=pks)
 
-    return merge
 
-
-def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: set[tuple[str, int]]) -> None:
+def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: DirtyMarks) -> None:
     users, accounts = Resolver.for_users(tenant), Resolver.for_accounts(tenant)
     user_refs, account_refs = [], []
     for call in calls:
@@ -230,15 +257,18 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
             if isinstance(call, AddUsers):
                 members = [users.resolve(member.user.external_id, member.user.email) for member in call.users]
         planned.append((call, user_node, account_node, members))
-    users.flush(merge=_merge_users(tenant), defaults=lambda: {"created_at": now, "updated_at": now})
-    accounts.flush(merge=_merge_accounts(tenant), defaults=lambda: {"created_at": now, "updated_at": now})
+    users.flush(merge=_merger(tenant, EntityType.USER, marks), defaults=lambda: {"created_at": now, "updated_at": now})
+    accounts.flush(
+        merge=_merger(tenant, EntityType.ACCOUNT, marks), defaults=lambda: {"created_at": now, "updated_at": now}
+    )
 
     user_writes: list[PropertyWrite] = []
     account_writes: list[PropertyWrite] = []
     membership_writes: list[MembershipWrite] = []
     links: list[tuple[str, int, datetime]] = []
     events: list[tuple[Any, ...]] = []
-    seen: dict[int, tuple[datetime, datetime]] = {}
+    seen: dict[int, tuple[datetime, datetime]] = {}  # user -> first, last event time (also for rollup marks)
+    account_seen: dict[int, tuple[datetime, datetime]] = {}
     delete_users: list[int] = []
     delete_accounts: list[int] = []
     device_users = device_links_lookup(
@@ -260,23 +290,23 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
             if user_pk is not None:
                 first, last = seen.get(user_pk, (call.at, call.at))
                 seen[user_pk] = (min(first, call.at), max(last, call.at))
-                marks.add((EntityType.USER, user_pk))
             if account_pk is not None:
-                marks.add((EntityType.ACCOUNT, account_pk))
+                first, last = account_seen.get(account_pk, (call.at, call.at))
+                account_seen[account_pk] = (min(first, call.at), max(last, call.at))
         elif isinstance(call, UpsertUser) and user_pk is not None:
             user_writes.append(PropertyWrite(pk=user_pk, properties=call.properties, at=call.at))
-            marks.add((EntityType.USER, user_pk))
+            marks.add(EntityType.USER, user_pk)
         elif isinstance(call, UpsertAccount) and account_pk is not None:
             account_writes.append(PropertyWrite(pk=account_pk, properties=call.properties, at=call.at))
-            marks.add((EntityType.ACCOUNT, account_pk))
+            marks.add(EntityType.ACCOUNT, account_pk)
         elif isinstance(call, AddUsers | RemoveUsers) and account_pk is not None:
-            marks.add((EntityType.ACCOUNT, account_pk))
+            marks.add(EntityType.ACCOUNT, account_pk)
             member_calls = call.users if isinstance(call, AddUsers) else [None] * len(call.users)
             for member, node in zip(member_calls, members, strict=True):
                 if node is None or node.root().pk is None:
                     continue
                 member_pk = users.pk_of(node)
-                marks.add((EntityType.USER, member_pk))
+                marks.add(EntityType.USER, member_pk)
                 membership_writes.append(
                     MembershipWrite(
                         account_pk=account_pk, user_pk=member_pk, at=call.at, is_removal=member is None,
@@ -286,12 +316,16 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
         elif isinstance(call, Link) and user_pk is not None:
             links.append((call.device_id, user_pk, call.at))
             device_users[call.device_id] = user_pk
-            marks.add((EntityType.USER, user_pk))
+            marks.add(EntityType.USER, user_pk)
         elif isinstance(call, DeleteUser) and user_pk is not None:
             delete_users.append(user_pk)
         elif isinstance(call, DeleteAccount) and account_pk is not None:
             delete_accounts.append(account_pk)
 
+    for user_pk, (first, last) in seen.items():
+        marks.add_events(EntityType.USER, user_pk, first, last)
+    for account_pk, (first, last) in account_seen.items():
+        marks.add_events(EntityType.ACCOUNT, account_pk, first, last)
     entity_properties_apply(tenant=tenant, model=EndUser, writes=user_writes, now=now)
     entity_properties_apply(tenant=tenant, model=Account, writes=account_writes, now=now)
     memberships_apply(tenant=tenant, writes=membership_writes)
@@ -301,10 +335,10 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
         events_attribute_device(tenant=tenant, device_id=device_id, user_pk=user_pk, marks=marks)
     users_seen(tenant=tenant, seen=seen)
     if delete_users:
-        marks.difference_update({(EntityType.USER, pk) for pk in delete_users})
+        _forget_deleted(tenant=tenant, entity_type=EntityType.USER, pks=delete_users, marks=marks)
         entities_delete(tenant=tenant, model=EndUser, pks=delete_users)
     if delete_accounts:
-        marks.difference_update({(EntityType.ACCOUNT, pk) for pk in delete_accounts})
+        _forget_deleted(tenant=tenant, entity_type=EntityType.ACCOUNT, pks=delete_accounts, marks=marks)
         entities_delete(tenant=tenant, model=Account, pks=delete_accounts)
 
 
@@ -343,10 +377,39 @@ def events_insert(*, tenant: Tenant, rows: list[tuple[Any, ...]]) -> None:
         )
 
 
-def events_attribute_device(*, tenant: Tenant, device_id: str, user_pk: int, marks: set[tuple[str, int]]) -> None:
-    """Give a device's anonymous events to the user it was linked to."""
-    updated = (
-        Event.objects.for_tenant(tenant).filter(device_id=device_id, end_user__isnull=True).update(end_user_id=user_pk)
+def _moved_days(rows: list[tuple[Any, ...]]) -> tuple[date, date] | None:
+    [(first, last)] = rows
+    return None if first is None else (first, last)
+
+
+# Statement tail of a move: the UTC days of the moved events (none moved: NULLs).
+_MOVED_DAYS = (
+    "SELECT min((occurred_at AT TIME ZONE 'UTC')::date), max((occurred_at AT TIME ZONE 'UTC')::date) FROM moved"
+)
+
+
+def events_move(*, tenant: Tenant, entity_type: EntityType, from_pk: int, to_pk: int) -> tuple[date, date] | None:
+    """Give the events of a user or account that is merged away to the survivor; returns their UTC days."""
+    column, _other = _EVENT_SIDES[entity_type]
+    return _moved_days(
+        Event.objects.sql(
+            tenant,
+            f"WITH moved AS (UPDATE signals_event SET {column} = %(to)s "  # noqa: S608 - constant columns
+            f"WHERE tenant_id = %(tenant)s AND {column} = %(from)s RETURNING occurred_at) {_MOVED_DAYS}",
+            {"from": from_pk, "to": to_pk},
+        )
     )
-    if updated:
-        marks.add((EntityType.USER, user_pk))
+
+
+def events_attribute_device(*, tenant: Tenant, device_id: str, user_pk: int, marks: DirtyMarks) -> None:
+    """Give a device's anonymous events to the user it was linked to (and that user's rollups those days)."""
+    moved = _moved_days(
+        Event.objects.sql(
+            tenant,
+            "WITH moved AS (UPDATE signals_event SET end_user_id = %(user)s WHERE tenant_id = %(tenant)s "  # noqa: S608
+            f"AND device_id = %(device)s AND end_user_id IS NULL RETURNING occurred_at) {_MOVED_DAYS}",
+            {"user": user_pk, "device": device_id},
+        )
+    )
+    if moved is not None:
+        marks.add_days(EntityType.USER, user_pk, *moved)

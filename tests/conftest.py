@@ -49,7 +49,7 @@ class TenantWorld:
         return self.tenant.slug
 
 
-def _make_world(slug: str) -> TenantWorld:
+def make_world(slug: str) -> TenantWorld:
     tenant = TenantFactory.create(name=f"{slug.title()} Inc.", slug=slug)
     admin = UserFactory.create(email=f"admin@{slug}.test")
     TenantMemberFactory.create(tenant=tenant, user=admin, role=Role.ADMIN)
@@ -60,12 +60,12 @@ def _make_world(slug: str) -> TenantWorld:
 
 @pytest.fixture
 def tenant_a(db: None) -> TenantWorld:
-    return _make_world("tenant-a")
+    return make_world("tenant-a")
 
 
 @pytest.fixture
 def tenant_b(db: None) -> TenantWorld:
-    return _make_world("tenant-b")
+    return make_world("tenant-b")
 
 
 @pytest.fixture

@@ -1,0 +1,148 @@
+"""Score models per tenant (DESIGN §10): configuration, model versions with metrics, current scores, history."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from plgapp.models import TenantManager, TenantScopedModel
+
+
+class ScoreKind(models.TextChoices):
+    CONVERSION = "conversion", "Conversion"
+    CHURN = "churn", "Churn"
+    HEALTH = "health", "Health"
+    CHAMPION = "champion", "Champion"
+
+
+class ScoredEntity(models.TextChoices):
+    ACCOUNT = "account", "Account"
+    USER = "user", "User"
+    MEMBERSHIP = "membership", "Membership"
+
+
+ENTITY_OF_KIND = {
+    ScoreKind.CONVERSION: ScoredEntity.ACCOUNT,
+    ScoreKind.CHURN: ScoredEntity.ACCOUNT,
+    ScoreKind.HEALTH: ScoredEntity.USER,
+    ScoreKind.CHAMPION: ScoredEntity.MEMBERSHIP,
+}
+
+
+class ScoringSettings(TenantScopedModel):
+    """The tenant's scoring settings (stages, key events, horizons…); defaults fill what is not set."""
+
+    settings = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[TenantManager[ScoringSettings]]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant"], name="scoringsettings_tenant")]
+
+    def __str__(self) -> str:
+        return f"scoring config of tenant {self.tenant_id}"
+
+
+class ModelStatus(models.TextChoices):
+    TRAINING = "training", "Training"
+    ACTIVE = "active", "Active"
+    REJECTED = "rejected", "Rejected"  # trained, but not better than the rule baseline (or too few labels)
+    FAILED = "failed", "Failed"
+    RETIRED = "retired", "Retired"  # was active, replaced by a newer version
+
+
+class ModelVersion(TenantScopedModel):
+    """One trained (or attempted) model of a kind, with its evaluation; at most one active per kind."""
+
+    kind = models.CharField(max_length=20, choices=ScoreKind.choices)
+    version = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=ModelStatus.choices, default=ModelStatus.TRAINING)
+    algorithm = models.CharField(max_length=60, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    trained_at = models.DateTimeField(null=True, blank=True)
+    scored_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict)
+    report = models.JSONField(default=dict, help_text="Calibration curve, feature importances, snapshots, notes.")
+    artifact = models.BinaryField(null=True, blank=True, editable=False)
+    error = models.TextField(blank=True, default="")
+
+    objects: ClassVar[TenantManager[ModelVersion]]
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "kind", "version"], name="modelversion_kind_version"),
+            models.UniqueConstraint(
+                fields=["tenant", "kind"], condition=Q(status="active"), name="modelversion_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} v{self.version} ({self.status})"
+
+
+class Score(TenantScopedModel):
+    """The current score of one entity for one kind (probability, percentile, grade, reasons)."""
+
+    kind = models.CharField(max_length=20, choices=ScoreKind.choices)
+    entity_type = models.CharField(max_length=20, choices=ScoredEntity.choices)
+    entity_id = models.BigIntegerField()
+    value = models.FloatField()
+    percentile = models.PositiveSmallIntegerField()
+    grade = models.PositiveSmallIntegerField()
+    reasons = models.JSONField(default=list)
+    model_version = models.PositiveIntegerField(null=True, blank=True)
+    rule_based = models.BooleanField(default=False)
+    computed_at = models.DateTimeField()
+
+    objects: ClassVar[TenantManager[Score]]
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "kind", "entity_type", "entity_id"], name="score_entity"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "kind", "value"], name="score_tenant_kind_value"),
+            models.Index(fields=["tenant", "entity_type", "entity_id"], name="score_tenant_entity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.entity_type} {self.entity_id}: {self.value:.2f}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "value": round(self.value, 4),
+            "percentile": self.percentile,
+            "grade": self.grade,
+            "reasons": self.reasons,
+            "model_version": self.model_version,
+            "rule_based": self.rule_based,
+            "computed_at": self.computed_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+class ScoreHistory(TenantScopedModel):
+    """Score values over time for charts: a row when a score is first computed, moves, or a day passes."""
+
+    kind = models.CharField(max_length=20, choices=ScoreKind.choices)
+    entity_type = models.CharField(max_length=20, choices=ScoredEntity.choices)
+    entity_id = models.BigIntegerField()
+    value = models.FloatField()
+    grade = models.PositiveSmallIntegerField()
+    model_version = models.PositiveIntegerField(null=True, blank=True)
+    computed_at = models.DateTimeField()
+
+    objects: ClassVar[TenantManager[ScoreHistory]]
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["tenant", "entity_type", "entity_id", "kind", "computed_at"], name="scorehistory_entity"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.entity_type} {self.entity_id} @ {self.computed_at:%Y-%m-%d}: {self.value:.2f}"

@@ -1,0 +1,121 @@
+"""Daily rollups (DESIGN §5): events per (account, user, name, UTC day), kept equal to a GROUP BY of
+`signals_event`.
+
+Never incremented: the processor recomputes whole buckets. Each dirty mark carries the UTC day range of
+the events that changed for its entity (new events, late ones, events moved in by a merge or a device
+link, events deleted with the entity on the other side); `rollups_process` — the first registered
+processor, order 10 — deletes the rollup rows of the marked entities in those ranges and inserts them
+again from the raw events, in the processing transaction. An account mark recomputes the account's
+account-level and pair-level rows, a user mark the user's user-level and pair-level rows. Running it twice,
+or on a range wider than needed, gives the same rows; a lost hint only delays it (the sweep hands the
+marks over again).
+
+Ingestion, which owns the moves and deletes, calls `rollups_forget` for users and accounts that stop
+existing (merged away or deleted); their rows have no raw events left to recompute from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+from accounts.models import DirtyEntity, EntityType
+from plgapp.models import Tenant
+from signals.models import DailyRollup
+from signals.processing import register, tenant_processing_lock
+
+ROLLUPS_ORDER = 10  # before anything that reads rollups (features, scores)
+
+# Per entity type: (the rollup/event column that names it, the column on the other side).
+_SIDES = {EntityType.ACCOUNT: ("account_id", "end_user_id"), EntityType.USER: ("end_user_id", "account_id")}
+
+
+def rollups_process(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
+    """Processor: recompute the rollup buckets the claimed marks name (marks without a range: nothing)."""
+    ids_by_type: dict[str, set[int]] = {}
+    for entity_type, entity_id in entities:
+        if entity_type in _SIDES:
+            ids_by_type.setdefault(entity_type, set()).add(entity_id)
+    if not ids_by_type:
+        return
+    # The processing transaction holds these marks' row locks: their ranges cannot change under us.
+    ranges: dict[str, list[tuple[int, date, date]]] = {}
+    for entity_type, entity_id, first_day, last_day in (
+        DirtyEntity.objects.for_tenant(tenant)
+        .filter(entity_type__in=list(ids_by_type), first_day__isnull=False)
+        .filter(entity_id__in=sorted({pk for ids in ids_by_type.values() for pk in ids}))
+        .values_list("entity_type", "entity_id", "first_day", "last_day")
+    ):
+        if first_day is not None and last_day is not None and entity_id in ids_by_type[entity_type]:
+            ranges.setdefault(entity_type, []).append((entity_id, first_day, last_day))
+    for entity_type, items in sorted(ranges.items()):
+        rollups_recompute(tenant=tenant, entity_type=entity_type, ranges=items)
+
+
+def rollups_recompute(*, tenant: Tenant, entity_type: str, ranges: Sequence[tuple[int, date, date]]) -> None:
+    """Make the rollup rows of these users or accounts in these day ranges equal to their raw events.
+
+    `ranges` is (entity id, first UTC day, last UTC day), inclusive. Rows of the other levels of the same
+    events are untouched: account-level rows when users are recomputed, user-level rows for accounts.
+    """
+    if not ranges:
+        return
+    side, other = _SIDES[EntityType(entity_type)]
+    merged: dict[int, tuple[date, date]] = {}  # one range per entity, or the join would count events twice
+    for pk, first, last in ranges:
+        known = merged.get(pk)
+        merged[pk] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
+    ids = sorted(merged)
+    params = {
+        "ids": ids,
+        "firsts": [merged[pk][0].isoformat() for pk in ids],
+        "lasts": [merged[pk][1].isoformat() for pk in ids],
+    }
+    marks = "unnest(%(ids)s::bigint[], %(firsts)s::date[], %(lasts)s::date[]) AS m(id, first_day, last_day)"
+    DailyRollup.objects.sql(
+        tenant,
+        f"DELETE FROM signals_dailyrollup AS r USING {marks} "  # noqa: S608 - constant column names
+        f"WHERE r.tenant_id = %(tenant)s AND r.{side} = m.id AND r.day BETWEEN m.first_day AND m.last_day",
+        params,
+    )
+    # One pass over the events, two groupings: the entity's own level (the other side summed up, stored as 0)
+    # and its pairs (events that also name the other side). An event without the other side is in the own
+    # level only; HAVING drops its would-be pair row (other side NULL), which would collide with it.
+    DailyRollup.objects.sql(
+        tenant,
+        f"""
+        INSERT INTO signals_dailyrollup (tenant_id, {side}, {other}, name, day, count)
+        SELECT %(tenant)s, e.{side}, COALESCE(e.{other}, 0), e.name, e.day, count(*)
+          FROM (SELECT ev.{side}, ev.{other}, ev.name, (ev.occurred_at AT TIME ZONE 'UTC')::date AS day
+                  FROM {marks}
+                  JOIN signals_event AS ev
+                    ON ev.tenant_id = %(tenant)s AND ev.{side} = m.id
+                   AND ev.occurred_at >= m.first_day::timestamp AT TIME ZONE 'UTC'
+                   AND ev.occurred_at < (m.last_day + 1)::timestamp AT TIME ZONE 'UTC') AS e
+         GROUP BY GROUPING SETS ((e.{side}, e.name, e.day), (e.{side}, e.{other}, e.name, e.day))
+        HAVING GROUPING(e.{other}) = 1 OR e.{other} IS NOT NULL
+        ON CONFLICT (tenant_id, account_id, end_user_id, name, day) DO UPDATE SET count = EXCLUDED.count
+        """,  # noqa: S608 - constant column names
+        params,
+    )
+
+
+def rollups_forget(*, tenant: Tenant, entity_type: str, pks: Iterable[int]) -> None:
+    """Delete every rollup row of users or accounts that are being merged away or deleted (all levels).
+
+    Takes the tenant's processing lock first, so a processor cannot write such a row back after this
+    statement from a snapshot that still had the entity's events.
+    """
+    ids = sorted(set(pks))
+    if not ids:
+        return
+    side, _other = _SIDES[EntityType(entity_type)]
+    tenant_processing_lock(tenant)
+    DailyRollup.objects.sql(
+        tenant,
+        f"DELETE FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND {side} = ANY(%(ids)s::bigint[])",  # noqa: S608
+        {"ids": ids},
+    )
+
+
+register(rollups_process, order=ROLLUPS_ORDER)

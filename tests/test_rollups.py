@@ -1,0 +1,461 @@
+"""Daily rollups: always equal to a GROUP BY of the raw events, whatever arrives in whatever order.
+
+Traffic goes through the real ingestion doors (journy.io and Segment batches); processing is the real
+`dirty_entities_process`. The reference is a plain SQL recompute from `signals_event`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import Account, DirtyEntity, EndUser, EntityType
+from accounts.services import DirtyMarks, entities_mark_dirty
+from plgapp.models import Tenant
+from signals import processing
+from signals import services as ingest_services
+from signals.models import DailyRollup, Event
+from signals.processing import dirty_entities_process
+from signals.rollups import ROLLUPS_ORDER, rollups_process, rollups_recompute
+from signals.tasks import dirty_entities_process_task, dirty_entities_sweep
+from tests.conftest import TenantWorld
+from tests.test_ingest_journy import Journy
+
+Bucket = tuple[int, int, str, date, int]  # account_id, end_user_id, name, day, count
+
+NAMES = ("signed_in", "widget_created", "report_run")
+USERS = tuple(f"u{n}" for n in range(8))
+ACCOUNTS = tuple(f"a{n}" for n in range(4))
+DEVICES = ("d0", "d1", "d2")
+
+
+@pytest.fixture(autouse=True)
+def no_hint_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_services, "_last_hint", {})
+
+
+# The registry the apps filled at start-up (the fixture below swaps in a private one for each test).
+INSTALLED_PROCESSORS, INSTALLED_ORDERS = processing.PROCESSORS, processing._orders
+
+
+def test_the_installed_rollup_processor_runs_before_processors_of_the_default_order() -> None:
+    orders = [INSTALLED_ORDERS.get(item, processing.DEFAULT_ORDER) for item in INSTALLED_PROCESSORS]
+
+    assert INSTALLED_ORDERS[rollups_process] == ROLLUPS_ORDER < processing.DEFAULT_ORDER
+    assert orders == sorted(orders)
+
+
+@pytest.fixture(autouse=True)
+def registry(monkeypatch: pytest.MonkeyPatch) -> list[processing.Processor]:
+    """A private registry holding only the rollup processor: these tests are about rollups, not what
+    later processors (scores) do with the marks."""
+    processors: list[processing.Processor] = []
+    monkeypatch.setattr(processing, "PROCESSORS", processors)
+    monkeypatch.setattr(processing, "_orders", {})
+    processing.register(rollups_process, order=ROLLUPS_ORDER)
+    return processors
+
+
+def stored(tenant: Tenant) -> set[Bucket]:
+    return set(DailyRollup.objects.for_tenant(tenant).values_list("account_id", "end_user_id", "name", "day", "count"))
+
+
+def recomputed(tenant: Tenant) -> set[Bucket]:
+    """The three levels straight from the raw events."""
+    day = "(occurred_at AT TIME ZONE 'UTC')::date"
+    rows = Event.objects.sql(
+        tenant,
+        f"""
+        SELECT account_id, 0, name, {day}, count(*) FROM signals_event
+         WHERE tenant_id = %(tenant)s AND account_id IS NOT NULL GROUP BY account_id, name, {day}
+        UNION ALL
+        SELECT 0, end_user_id, name, {day}, count(*) FROM signals_event
+         WHERE tenant_id = %(tenant)s AND end_user_id IS NOT NULL GROUP BY end_user_id, name, {day}
+        UNION ALL
+        SELECT account_id, end_user_id, name, {day}, count(*) FROM signals_event
+         WHERE tenant_id = %(tenant)s AND account_id IS NOT NULL AND end_user_id IS NOT NULL
+         GROUP BY account_id, end_user_id, name, {day}
+        """,  # noqa: S608 - a constant expression
+        {},
+    )
+    return {(int(a), int(u), str(n), d, int(c)) for a, u, n, d, c in rows}
+
+
+def levels(buckets: set[Bucket]) -> set[str]:
+    return {"account" if not u else "user" if not a else "pair" for a, u, _n, _d, _c in buckets}
+
+
+def segment_batch(world: TenantWorld, messages: list[dict[str, Any]]) -> Any:
+    auth = "Basic " + base64.b64encode(f"{world.write_key}:".encode()).decode()
+    return Client().post(
+        "/api/segment/v1/batch", json.dumps({"batch": messages}), content_type="application/json",
+        HTTP_AUTHORIZATION=auth,
+    )  # fmt: skip
+
+
+# --- random traffic ----------------------------------------------------------------------------------
+
+
+class Traffic:
+    """Random calls for one tenant: events of users, accounts and users in accounts, on recent days and
+    late (months back), with offsets that cross UTC midnight, repeated messageIds, anonymous devices."""
+
+    def __init__(self, rng: random.Random, now: datetime) -> None:
+        self.rng = rng
+        self.now = now
+        self.message_ids: list[str] = []
+        self.sent = 0
+
+    def when(self) -> str:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.6:  # the last few days
+            at = self.now - timedelta(days=rng.randint(0, 4), seconds=rng.randint(0, 86_399))
+        elif roll < 0.8:  # late: months back
+            at = self.now - timedelta(days=rng.randint(30, 400), seconds=rng.randint(0, 86_399))
+        else:  # a second either side of a UTC midnight
+            midnight = datetime.combine(self.now.date() - timedelta(days=rng.randint(1, 3)), datetime.min.time(), UTC)
+            at = midnight + timedelta(seconds=rng.choice([-1, 0, 1]))
+        offset = timezone.get_fixed_timezone(rng.choice([0, 0, 120, -300]))  # same instant, other local day
+        return at.astimezone(offset).isoformat()
+
+    def message_id(self) -> str | None:
+        roll = self.rng.random()
+        if roll < 0.2 and self.message_ids:
+            return self.rng.choice(self.message_ids)  # a retry: stored once
+        if roll < 0.6:
+            self.sent += 1
+            self.message_ids.append(f"m-{self.sent}")
+            return self.message_ids[-1]
+        return None
+
+    def journy_track(self) -> dict[str, Any]:
+        rng = self.rng
+        shape = rng.choice(["user", "account", "both", "both"])
+        identification: dict[str, Any] = {}
+        if shape in ("user", "both"):
+            identification["user"] = {"userId": rng.choice(USERS)}
+        if shape in ("account", "both"):
+            identification["account"] = {"accountId": rng.choice(ACCOUNTS)}
+        call = {"type": "track", "identification": identification, "name": rng.choice(NAMES)}
+        call["triggeredAt"] = self.when()
+        message_id = self.message_id()
+        if message_id:
+            call["messageId"] = message_id
+        return call
+
+    def journy_batch(self, size: int) -> list[dict[str, Any]]:
+        rng = self.rng
+        calls = []
+        for _ in range(size):
+            roll = rng.random()
+            if roll < 0.8:
+                calls.append(self.journy_track())
+            elif roll < 0.9:
+                calls.append(
+                    {"type": "upsertUser", "identification": {"userId": rng.choice(USERS)},
+                     "properties": {"plan": rng.choice(["free", "pro"])}}
+                )  # fmt: skip
+            else:
+                calls.append(
+                    {"type": "addUsers", "account": {"accountId": rng.choice(ACCOUNTS)},
+                     "users": [{"identification": {"userId": rng.choice(USERS)}}]}
+                )  # fmt: skip
+        return calls
+
+    def anonymous_batch(self, size: int) -> list[dict[str, Any]]:
+        """Segment tracks of anonymous devices, some in an account (events with no user until a link)."""
+        rng = self.rng
+        messages = []
+        for _ in range(size):
+            message: dict[str, Any] = {
+                "type": "track", "anonymousId": rng.choice(DEVICES), "event": rng.choice(NAMES),
+                "timestamp": self.when(),
+            }  # fmt: skip
+            if rng.random() < 0.6:
+                message["context"] = {"groupId": rng.choice(ACCOUNTS)}
+            message_id = self.message_id()
+            if message_id:
+                message["messageId"] = f"seg-{message_id}"
+            messages.append(message)
+        return messages
+
+
+def run_round(world: TenantWorld, traffic: Traffic, round_number: int) -> None:
+    """One round of random traffic; rounds 1-4 also merge, link, and delete (each through the API)."""
+    journy = Journy(world)
+    rng = traffic.rng
+    assert journy.batch(traffic.journy_batch(rng.randint(20, 40))).status_code == 200
+    assert segment_batch(world, traffic.anonymous_batch(rng.randint(5, 10))).status_code == 200
+    if round_number == 1:  # a user known by email only, with events in an account, turns out to be u1
+        calls = [
+            {"type": "track", "identification": {"user": {"email": "ann@x.test"}, "account": {"accountId": "a1"}},
+             "name": "signed_in", "triggeredAt": traffic.when()} for _ in range(3)
+        ]  # fmt: skip
+        journy.batch([*calls, {"type": "track", "identification": {"user": {"userId": "u1"}}, "name": "signed_in"}])
+        journy.upsert_user({"userId": "u1", "email": "ann@x.test"}, {})
+        assert journy.users().filter(external_id__isnull=True).count() == 0
+    if round_number == 2:  # an account known by domain only, with events, turns out to be a2
+        calls = [
+            {"type": "track", "identification": {"user": {"userId": "u2"}, "account": {"domain": "init.test"}},
+             "name": "report_run", "triggeredAt": traffic.when()} for _ in range(3)
+        ]  # fmt: skip
+        journy.batch([*calls, {"type": "track", "identification": {"account": {"accountId": "a2"}}, "name": "x"}])
+        journy.upsert_account({"accountId": "a2", "domain": "init.test"}, {})
+        assert journy.accounts().filter(external_id__isnull=True).count() == 0
+    if round_number == 3:  # a device's anonymous events go to a user
+        journy.send("post", "/link", {"deviceId": "d1", "identification": {"userId": "u3"}})
+        assert not journy.events().filter(device_id="d1", end_user_id__isnull=True).exists()
+    if round_number == 4:  # a user with events in accounts is deleted, then an account with its users' events
+        journy.batch(
+            [{"type": "track", "identification": {"user": {"userId": "u4"}, "account": {"accountId": "a3"}},
+              "name": "signed_in", "triggeredAt": traffic.when()}]
+        )  # fmt: skip
+        assert journy.send("delete", "/users", {"identification": {"userId": "u4"}}).status_code == 200
+        assert journy.send("delete", "/accounts", {"identification": {"accountId": "a3"}}).status_code == 200
+        assert not journy.users().filter(external_id="u4").exists()
+        assert not journy.accounts().filter(external_id="a3").exists()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rollups_equal_a_recompute_from_raw_events_after_random_batches(
+    tenant_a: TenantWorld, tenant_b: TenantWorld, seed: int
+) -> None:
+    now = timezone.now()
+    traffic_a, traffic_b = Traffic(random.Random(seed), now), Traffic(random.Random(seed + 100), now)
+
+    for round_number in range(6):
+        run_round(tenant_a, traffic_a, round_number)
+        run_round(tenant_b, traffic_b, round_number)  # the same ids in another tenant, interleaved
+        if round_number % 2 == 0:
+            continue  # marks pile up over two rounds, as when the worker is behind
+        dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+        dirty_entities_process(tenant_id=tenant_b.tenant.pk)
+
+        for world in (tenant_a, tenant_b):
+            assert DirtyEntity.objects.for_tenant(world.tenant).count() == 0
+            assert stored(world.tenant) == recomputed(world.tenant), f"round {round_number}"
+
+    assert levels(stored(tenant_a.tenant)) == {"account", "user", "pair"}
+
+
+def test_a_second_processing_of_the_same_buckets_changes_nothing(tenant_a: TenantWorld) -> None:
+    traffic = Traffic(random.Random(7), timezone.now())
+    for round_number in range(3):
+        run_round(tenant_a, traffic, round_number)
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+    before = stored(tenant_a.tenant)
+
+    # Every entity marked again over every day (a redelivered task, a sweep racing a hint).
+    marks = DirtyMarks()
+    for pk in EndUser.objects.for_tenant(tenant_a.tenant).values_list("pk", flat=True):
+        marks.add_days(EntityType.USER, pk, date(2000, 1, 1), date(2100, 1, 1))
+    for pk in Account.objects.for_tenant(tenant_a.tenant).values_list("pk", flat=True):
+        marks.add_days(EntityType.ACCOUNT, pk, date(2000, 1, 1), date(2100, 1, 1))
+    entities_mark_dirty(tenant=tenant_a.tenant, marks=marks, now=timezone.now())
+    cleared = dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+    again = dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    assert cleared == len(marks)
+    assert again == 0
+    assert stored(tenant_a.tenant) == before == recomputed(tenant_a.tenant)
+
+
+def test_recomputing_the_same_range_twice_gives_the_same_rows(tenant_a: TenantWorld) -> None:
+    traffic = Traffic(random.Random(11), timezone.now())
+    run_round(tenant_a, traffic, 0)
+    pks = EndUser.objects.for_tenant(tenant_a.tenant).values_list("pk", flat=True)
+    users = [(pk, date(2000, 1, 1), date(2100, 1, 1)) for pk in pks]
+
+    rollups_recompute(tenant=tenant_a.tenant, entity_type=EntityType.USER, ranges=users)
+    first = stored(tenant_a.tenant)
+    rollups_recompute(tenant=tenant_a.tenant, entity_type=EntityType.USER, ranges=users + users)
+
+    assert first
+    assert stored(tenant_a.tenant) == first
+    assert levels(first) == {"user", "pair"}  # the account level is the accounts' marks' job
+
+
+# --- marks and their day ranges --------------------------------------------------------------------------
+
+
+def mark_of(tenant: Tenant, entity_type: str, external_id: str) -> tuple[date | None, date | None]:
+    model = EndUser if entity_type == EntityType.USER else Account
+    pk = model.objects.for_tenant(tenant).get(external_id=external_id).pk
+    return (
+        DirtyEntity.objects.for_tenant(tenant)
+        .values_list("first_day", "last_day")
+        .get(entity_type=entity_type, entity_id=pk)
+    )
+
+
+def test_marks_carry_the_utc_days_of_their_events_widened_by_later_requests(tenant_a: TenantWorld) -> None:
+    journy = Journy(tenant_a)
+    both = {"user": {"userId": "u1"}, "account": {"accountId": "a1"}}
+
+    journy.track(both, "x", triggeredAt="2026-03-10T01:30:00+02:00")  # 2026-03-09 in UTC
+    journy.track(both, "x", triggeredAt="2026-03-12T12:00:00Z")
+    journy.track({"user": {"userId": "u1"}}, "x", triggeredAt="2025-12-31T23:59:59Z")  # late, user only
+    journy.upsert_user({"userId": "u1"}, {"plan": "pro"})  # no events: does not narrow the range
+
+    assert mark_of(tenant_a.tenant, EntityType.USER, "u1") == (date(2025, 12, 31), date(2026, 3, 12))
+    assert mark_of(tenant_a.tenant, EntityType.ACCOUNT, "a1") == (date(2026, 3, 9), date(2026, 3, 12))
+
+
+def test_a_property_only_write_marks_for_processing_but_recomputes_no_rollups(tenant_a: TenantWorld) -> None:
+    journy = Journy(tenant_a)
+    journy.track({"user": {"userId": "u1"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+    # A stale row the property write must not touch: only a day range recomputes buckets.
+    DailyRollup.objects.for_tenant(tenant_a.tenant).update(count=99)
+
+    journy.upsert_user({"userId": "u1"}, {"plan": "pro"})
+
+    assert mark_of(tenant_a.tenant, EntityType.USER, "u1") == (None, None)
+    assert dirty_entities_process(tenant_id=tenant_a.tenant.pk) == 1
+    assert list(DailyRollup.objects.for_tenant(tenant_a.tenant).values_list("count", flat=True)) == [99]
+
+
+def test_a_duplicate_message_id_recomputes_its_bucket_without_counting_twice(tenant_a: TenantWorld) -> None:
+    journy = Journy(tenant_a)
+    for _ in range(2):
+        journy.track({"user": {"userId": "u1"}}, "paid", messageId="m-1", triggeredAt="2026-03-10T10:00:00Z")
+        dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    user = EndUser.objects.for_tenant(tenant_a.tenant).get()
+    assert stored(tenant_a.tenant) == {(0, user.pk, "paid", date(2026, 3, 10), 1)}
+
+
+# --- entities that move or go -------------------------------------------------------------------------
+
+
+def test_a_merge_moves_the_losers_counts_to_the_survivor_and_forgets_the_loser(tenant_a: TenantWorld) -> None:
+    journy = Journy(tenant_a)
+    in_account = {"user": {"email": "ann@x.test"}, "account": {"accountId": "a1"}}
+    journy.track(in_account, "x", triggeredAt="2026-03-10T10:00:00Z")
+    journy.track({"user": {"userId": "u1"}}, "x", triggeredAt="2026-03-10T11:00:00Z")
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+    loser = EndUser.objects.for_tenant(tenant_a.tenant).get(email="ann@x.test").pk
+
+    journy.upsert_user({"userId": "u1", "email": "ann@x.test"}, {})
+    assert not DailyRollup.objects.for_tenant(tenant_a.tenant).filter(end_user_id=loser).exists()
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    survivor = EndUser.objects.for_tenant(tenant_a.tenant).get().pk
+    account = Account.objects.for_tenant(tenant_a.tenant).get().pk
+    day = date(2026, 3, 10)
+    assert stored(tenant_a.tenant) == {
+        (account, 0, "x", day, 1),
+        (0, survivor, "x", day, 2),
+        (account, survivor, "x", day, 1),
+    }
+
+
+def test_linking_a_device_counts_its_anonymous_events_for_the_user(tenant_a: TenantWorld) -> None:
+    segment_batch(
+        tenant_a,
+        [{"type": "track", "anonymousId": "d1", "event": "visited", "timestamp": "2026-03-10T10:00:00Z",
+          "context": {"groupId": "a1"}}],
+    )  # fmt: skip
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+    account = Account.objects.for_tenant(tenant_a.tenant).get().pk
+    assert stored(tenant_a.tenant) == {(account, 0, "visited", date(2026, 3, 10), 1)}
+
+    Journy(tenant_a).send("post", "/link", {"deviceId": "d1", "identification": {"userId": "u1"}})
+    assert mark_of(tenant_a.tenant, EntityType.USER, "u1") == (date(2026, 3, 10), date(2026, 3, 10))
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    user = EndUser.objects.for_tenant(tenant_a.tenant).get().pk
+    assert stored(tenant_a.tenant) == {
+        (account, 0, "visited", date(2026, 3, 10), 1),
+        (0, user, "visited", date(2026, 3, 10), 1),
+        (account, user, "visited", date(2026, 3, 10), 1),
+    }
+
+
+def test_deleting_a_user_drops_its_rollups_and_recounts_its_accounts(tenant_a: TenantWorld) -> None:
+    journy = Journy(tenant_a)
+    journy.track({"user": {"userId": "u1"}, "account": {"accountId": "a1"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    journy.track({"user": {"userId": "u2"}, "account": {"accountId": "a1"}}, "x", triggeredAt="2026-03-10T11:00:00Z")
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    journy.send("delete", "/users", {"identification": {"userId": "u1"}})
+    assert mark_of(tenant_a.tenant, EntityType.ACCOUNT, "a1") == (date(2026, 3, 10), date(2026, 3, 10))
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    u2 = EndUser.objects.for_tenant(tenant_a.tenant).get().pk
+    a1 = Account.objects.for_tenant(tenant_a.tenant).get().pk
+    day = date(2026, 3, 10)
+    assert stored(tenant_a.tenant) == {(a1, 0, "x", day, 1), (0, u2, "x", day, 1), (a1, u2, "x", day, 1)}
+
+
+# --- delivery: hints, sweep, order, tenants -----------------------------------------------------------
+
+
+def test_a_lost_hint_is_caught_by_the_sweep(tenant_a: TenantWorld, django_capture_on_commit_callbacks: Any) -> None:
+    with (
+        mock.patch.object(dirty_entities_process_task, "apply_async", side_effect=ConnectionError("broker down")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = Journy(tenant_a).track({"user": {"userId": "u1"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    assert response.status_code == 201
+    assert not DailyRollup.objects.for_tenant(tenant_a.tenant).exists()  # no task ran
+
+    sent: list[tuple[int, ...]] = []
+
+    def deliver(args: tuple[int, ...], **_options: Any) -> None:  # the broker, then a worker, in-process
+        sent.append(args)
+        dirty_entities_process_task(*args)
+
+    with mock.patch.object(dirty_entities_process_task, "apply_async", side_effect=deliver):
+        dirty_entities_sweep()
+
+    assert sent == [(tenant_a.tenant.pk,)]
+    assert stored(tenant_a.tenant) == recomputed(tenant_a.tenant) != set()
+    assert DirtyEntity.objects.for_tenant(tenant_a.tenant).count() == 0
+
+
+def test_processing_one_tenant_never_touches_another(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    for world in (tenant_a, tenant_b):
+        Journy(world).track({"user": {"userId": "u1"}, "account": {"accountId": "a1"}}, "x")
+
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    a_rows = stored(tenant_a.tenant)
+    assert a_rows == recomputed(tenant_a.tenant)
+    assert len(a_rows) == 3
+    a_user = EndUser.objects.for_tenant(tenant_a.tenant).get().pk
+    a_account = Account.objects.for_tenant(tenant_a.tenant).get().pk
+    assert {row[0] for row in a_rows} == {0, a_account}
+    assert {row[1] for row in a_rows} == {0, a_user}
+    assert not DailyRollup.objects.for_tenant(tenant_b.tenant).exists()
+    assert DirtyEntity.objects.for_tenant(tenant_b.tenant).count() == 2
+
+
+def test_processors_run_in_order_so_readers_see_fresh_rollups(
+    tenant_a: TenantWorld, registry: list[processing.Processor]
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def reader(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
+        seen.extend(DailyRollup.objects.for_tenant(tenant).values_list("name", "count"))
+
+    def late(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
+        seen.append(("late", len(entities)))
+
+    processing.register(late, order=200)
+    processing.register(reader)  # default order: after the rollups, before `late`
+    Journy(tenant_a).track({"user": {"userId": "u1"}}, "x")
+
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    assert registry == [rollups_process, reader, late]
+    assert seen == [("x", 1), ("late", 1)]

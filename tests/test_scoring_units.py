@@ -1,0 +1,191 @@
+"""Fast tests of scoring's pure parts: settings validation, metrics, time split, rules, reasons, attribution."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from scoring import config
+from scoring.learn import (
+    NotEnoughLabels,
+    expected_calibration_error,
+    grades,
+    percentiles,
+    ranking_metrics,
+    split_by_time,
+    train,
+)
+from scoring.reasons import pick, render
+from scoring.rules import rule_scores
+
+
+def test_the_defaults_are_valid_and_match_the_documented_shape() -> None:
+    settings = config.validate({})
+
+    assert settings["stages"]["paying"] == ["Customer", "Standard", "Pro", "Enterprise"]
+    assert settings["models"]["health"] == {"horizon_days": 14, "activity_events": []}
+    assert config.stage_group(settings, "customer") == "paying"
+    assert config.stage_group(settings, "Lead") is None
+
+
+def test_settings_errors_name_every_bad_field() -> None:
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.validate(
+            {
+                "stages": {"trial": ["Trial"], "paying": ["Trial"], "churned": []},
+                "models": {"churn": {"horizon_days": 0}, "health": {"horizon_days": 14, "activity_events": "login"}},
+                "milestones": [{"name": "x", "metric": "event", "count": 3}],
+                "colour": "blue",
+            }
+        )
+
+    assert caught.value.fields == {
+        "colour": "is not a setting",
+        "stages.paying": "'Trial' is already a trial stage",
+        "stages.churned": "must name at least one",
+        "models.churn.horizon_days": "must be a number from 1 to 365",
+        "models.health.activity_events": "must be a list of non-empty strings",
+        "milestones.0.event": "names the event to count",
+    }
+
+
+def test_stored_settings_are_merged_over_the_defaults_section_by_section() -> None:
+    settings = config.merged({"models": {"conversion": {"horizon_days": 60}}, "key_events": ["report_created"]})
+
+    assert settings["models"]["conversion"] == {"horizon_days": 60}
+    assert settings["models"]["churn"] == {"horizon_days": 30}
+    assert settings["key_events"] == ["report_created"]
+
+
+def test_expected_calibration_error_is_zero_when_rates_match_predictions() -> None:
+    p = np.repeat([0.1, 0.5, 0.9], 1000)
+    y = np.concatenate([np.arange(1000) < 100, np.arange(1000) < 500, np.arange(1000) < 900]).astype(int)
+
+    assert expected_calibration_error(y, p) == pytest.approx(0.0, abs=1e-9)
+    assert expected_calibration_error(y, np.clip(p + 0.1, 0, 1)) == pytest.approx(0.1, abs=1e-9)
+
+
+def test_lift_and_recall_come_from_the_top_of_the_ranking() -> None:
+    y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    p = np.linspace(1, 0, 10)
+
+    assert ranking_metrics(y, p) == {"lift_top_decile": 5.0, "recall_top_20": 1.0}
+
+
+def test_the_time_split_trains_on_old_snapshots_and_evaluates_on_the_newest() -> None:
+    snapshot = np.repeat(np.arange(10), 3)
+
+    fit, calibrate, holdout = split_by_time(snapshot)
+
+    assert set(snapshot[fit]) == set(range(6))
+    assert set(snapshot[calibrate]) == {6, 7}
+    assert set(snapshot[holdout]) == {8, 9}
+    with pytest.raises(NotEnoughLabels):
+        split_by_time(np.array([1, 1, 2]))
+
+
+def test_percentiles_and_grades() -> None:
+    population = np.arange(100, dtype=float)
+
+    ranks = percentiles(np.array([0.0, 49.0, 99.0]), population)
+
+    assert ranks.tolist() == [1, 50, 100]
+    assert grades(np.array([0, 19, 20, 59, 80, 100])).tolist() == [1, 1, 2, 3, 5, 5]
+
+
+def _synthetic(n: int = 6000, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    logit = 1.6 * x[:, 0] - 1.0 * x[:, 1] - 1.2
+    truth = 1 / (1 + np.exp(-logit))
+    y = (rng.random(n) < truth).astype(int)
+    return x, y, np.repeat(np.arange(12), n // 12), truth
+
+
+def test_a_trained_model_is_calibrated_close_to_the_oracle_and_beats_a_weak_rule() -> None:
+    x, y, snapshot, truth = _synthetic()
+    holdout = snapshot >= 10
+
+    fitted = train(x, y, snapshot, ["good", "bad", "noise1", "noise2"], baseline=x[:, 1] * -1)
+
+    from sklearn.metrics import roc_auc_score
+
+    oracle = roc_auc_score(y[holdout], truth[holdout])
+    assert fitted.metrics["auc"] >= oracle - 0.02
+    assert fitted.metrics["ece"] <= 0.04
+    assert fitted.metrics["auc"] > fitted.metrics["baseline_auc"]
+    assert fitted.metrics["n_eval"] == int(holdout.sum())
+    assert set(fitted.report) >= {"calibration_curve", "feature_importances", "algorithm", "calibration_method"}
+    assert max(fitted.report["feature_importances"], key=fitted.report["feature_importances"].get) == "good"
+
+
+def test_reasons_agree_with_the_model_moving_a_feature_to_its_typical_value_moves_the_score() -> None:
+    x, y, snapshot, _truth = _synthetic()
+    fitted = train(x, y, snapshot, ["good", "bad", "noise1", "noise2"], baseline=x[:, 0])
+    trained = fitted.trained
+    assert trained is not None
+    rows = x[:200]
+
+    groups, contributions = trained.contributions(rows)
+
+    good = groups.index(0)
+    for row, contribution in zip(rows, contributions[:, good], strict=True):
+        moved = row.copy()
+        moved[0] = trained.reference[0]
+        before, after = trained.predict(row[None, :])[0], trained.predict(moved[None, :])[0]
+        if abs(contribution) > 0.02:  # a reason worth showing: the calibrated score moves the same way
+            assert np.sign(before - after) in (np.sign(contribution), 0)
+        assert np.sign(contribution) == np.sign(row[0] - trained.reference[0]) or abs(contribution) < 1e-6
+
+
+def test_too_few_positive_labels_refuse_to_train() -> None:
+    x, _y, snapshot, _truth = _synthetic(n=1200)
+    y = np.zeros(len(x), dtype=int)
+    y[:3] = 1
+
+    with pytest.raises(NotEnoughLabels, match="at least 5 positive labels"):
+        train(x, y, snapshot, ["a", "b", "c", "d"], baseline=x[:, 0])
+
+
+def test_rule_scores_rank_active_accounts_above_idle_ones_and_explain_why() -> None:
+    numbers = {
+        "activation": np.array([1.0, 0.0, 0.5]),
+        "key_events_30d": np.array([50.0, 0.0, 10.0]),
+        "active_seats_30d": np.array([4.0, 0.0, 1.0]),
+        "days_since_last_active": np.array([1.0, 60.0, 5.0]),
+    }
+
+    scores = rule_scores("conversion", numbers, 3)
+
+    assert scores.values[0] > scores.values[2] > scores.values[1]
+    assert (scores.contributions[0] > 0).all()
+    assert (scores.contributions[1] < 0).all()
+
+
+def test_reason_texts_compare_with_peers() -> None:
+    count = {"kind": "count", "event": "widget_created", "window": 30}
+
+    assert render("c", 42, count, median=10.2, peers="converted trials") == (
+        "widget_created: 42 in 30 days — 4.1x the median of converted trials"
+    )
+    assert render("c", 0, count, median=3, peers="converted trials") == (
+        "no widget_created in 30 days (median of converted trials: 3)"
+    )
+    assert render("d", 12, {"kind": "days_since_last_active"}, median=None, peers="x") == "no activity for 12 days"
+    assert render("q", 0.92, {"kind": "quota_ratio", "quota": "storage_gb"}, median=None, peers="x") == (
+        "storage_gb at 92% of its limit"
+    )
+    assert render("t", math.log(0.4), {"kind": "trend_30d"}, median=None, peers="x") == (
+        "activity down 60% on the previous 30 days"
+    )
+
+
+def test_pick_keeps_the_three_strongest_of_each_direction() -> None:
+    candidates = [(f"f{n}", weight, f"t{n}") for n, weight in enumerate([0.3, 0.2, 0.1, 0.05, -0.4, -0.001])]
+
+    reasons = pick(candidates)
+
+    assert [r["feature"] for r in reasons] == ["f4", "f0", "f1", "f2"]
+    assert reasons[0] == {"feature": "f4", "text": "t4", "direction": "-", "weight": -0.4}
