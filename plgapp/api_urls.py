@@ -8,7 +8,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import AccountViewSet, PropertyDefinitionViewSet, UserViewSet
 from plgapp.api import ApiKeyViewSet, TenantView
 from scoring.api import DiscoveryView, ModelVersionViewSet, ScoreViewSet, ScoringSettingsView
-from signals.api import EventViewSet
+from signals.api import EventViewSet, SignalViewSet
 
 router = SimpleRouter(trailing_slash=True)
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
@@ -17,6 +17,7 @@ router.register("users", UserViewSet, basename="user")
 router.register("events", EventViewSet, basename="event")
 router.register("properties", PropertyDefinitionViewSet, basename="property")
 router.register("scores", ScoreViewSet, basename="score")
+router.register("signals", SignalViewSet, basename="signal")
 router.register("scoring/models", ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [

@@ -17,8 +17,9 @@ import numpy as np
 
 from accounts.models import EntityType
 from scoring.config import stage_group
-from scoring.models import ScoreKind
+from scoring.models import ENTITY_OF_KIND, ScoreKind
 from signals.features import FeatureSpec, History, RawFeatures, account_features, snapshot_day, user_features
+from signals.signal_features import signal_features
 
 MAX_SNAPSHOTS = 52
 SNAPSHOT_STEP_DAYS = 7
@@ -84,9 +85,13 @@ def labels(history: History, settings: dict[str, Any], kind: str, at: datetime, 
 def features(
     history: History, settings: dict[str, Any], kind: str, at: datetime, ids: list[int], key_events: list[str]
 ) -> RawFeatures:
+    """Features of `ids` at `at`, with the tenant's signals (`settings["signals"]`, attached by the services)."""
     if kind == ScoreKind.HEALTH:
-        return user_features(history, ids, at, settings, key_events)
-    return account_features(history, ids, at, settings, key_events)
+        raw = user_features(history, ids, at, settings, key_events)
+    else:
+        raw = account_features(history, ids, at, settings, key_events)
+    signal_features(raw, history, ENTITY_OF_KIND[ScoreKind(kind)], at, settings.get("signals", ()))
+    return raw
 
 
 @dataclass

@@ -65,9 +65,9 @@ def feature_evidence(x: np.ndarray, y: np.ndarray, columns: list[str]) -> list[d
 
 
 def discovery_report(*, tenant: Tenant, kind: str, now: datetime) -> dict[str, Any]:
-    from scoring.services import _candidates, _earliest, settings_get
+    from scoring.services import _candidates, _earliest, working_settings
 
-    settings = settings_get(tenant=tenant)
+    settings = working_settings(tenant=tenant)
     history = load_history(tenant)
     key_events = key_events_of(history, settings["key_events"])
     dataset = training_set(history, settings, kind, now, _candidates(tenant, kind), key_events, _earliest(history))

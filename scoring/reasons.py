@@ -102,7 +102,12 @@ def render(name: str, value: float, describe: dict[str, Any], *, median: float |
             return f"{key}: {describe.get('value', 'other')}"
         return f"{key}: {_number(value)}" + _versus(value, median, peers)
     if kind == "signal":
-        return f"{describe.get('label', name)}: {_number(value)}" + _versus(value, median, peers)
+        label = describe.get("label", name)
+        if describe.get("signal_kind") == "ratio" and not math.isnan(value):
+            return f"{label}: {round(value * 100)}%" + _versus(value, median, peers)
+        if describe.get("signal_kind") == "event_count" and value <= 0:
+            return f"{label}: none" + _versus(0, median, peers)
+        return f"{label}: {_number(value)}" + _versus(value, median, peers)
     return f"{name}: {_number(value)}"
 
 

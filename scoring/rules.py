@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -67,6 +68,17 @@ RULES: dict[str, Sequence[Component]] = {
         Component("active_days_30d", 0.20, _rank),
     ),
 }
+
+
+def signal_components(describe: dict[str, dict[str, Any]], kind: str) -> list[Component]:
+    """The tenant's signals weighted for `kind` (from the feature descriptions signal features carry): each
+    counts by its rank among the entities scored; a negative weight means more of it lowers the score."""
+    components = []
+    for name, about in sorted(describe.items()):
+        weight = float(about.get("weights", {}).get(kind, 0.0)) if about.get("kind") == "signal" else 0.0
+        if weight:
+            components.append(Component(name, abs(weight), _rank if weight > 0 else _inverse(_rank)))
+    return components
 
 
 @dataclass

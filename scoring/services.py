@@ -34,7 +34,7 @@ from scoring.models import (
     ScoringSettings,
 )
 from scoring.reasons import PEERS, pick, render
-from scoring.rules import rule_scores
+from scoring.rules import rule_scores, signal_components
 from signals.features import (
     WINDOWS,
     FeatureSpec,
@@ -59,6 +59,15 @@ SCORING_LOOKBACK_DAYS = max(WINDOWS) + 70  # the longest window, plus the trend'
 def settings_get(*, tenant: Tenant) -> dict[str, Any]:
     stored = ScoringSettings.objects.for_tenant(tenant).values_list("settings", flat=True).first()
     return scoring_config.merged(stored)
+
+
+def working_settings(*, tenant: Tenant) -> dict[str, Any]:
+    """The settings scoring runs with: the stored settings plus the tenant's signal definitions."""
+    from signals.models import Signal
+
+    settings = settings_get(tenant=tenant)
+    settings["signals"] = [signal.as_definition() for signal in Signal.objects.for_tenant(tenant).order_by("key")]
+    return settings
 
 
 def settings_set(*, tenant: Tenant, raw: Any, now: datetime) -> dict[str, Any]:
@@ -113,7 +122,10 @@ def _candidates(tenant: Tenant, kind: str) -> list[int]:
 
 def _baseline(kind: str, tables: Sequence[RawFeatures]) -> np.ndarray:
     """The rule score of every training row, computed within its own snapshot."""
-    return np.concatenate([rule_scores(kind, table.numbers, len(table.ids)).values for table in tables])
+    return np.concatenate(
+        [rule_scores(kind, table.numbers, len(table.ids), signal_components(table.describe, kind)).values
+         for table in tables]
+    )  # fmt: skip
 
 
 def model_train(*, tenant: Tenant, version_id: int, now: datetime) -> ModelVersion:
@@ -121,7 +133,7 @@ def model_train(*, tenant: Tenant, version_id: int, now: datetime) -> ModelVersi
     version = ModelVersion.objects.for_tenant(tenant).defer("artifact").get(pk=version_id)
     kind = version.kind
     try:
-        settings = settings_get(tenant=tenant)
+        settings = working_settings(tenant=tenant)
         history = load_history(tenant)
         key_events = key_events_of(history, settings["key_events"])
         earliest = _earliest(history)
@@ -217,7 +229,7 @@ def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, An
         return Computed(ids, values, reasons, version.version, False)
     key_events = key_events_of(history, settings["key_events"])
     raw = features(history, settings, kind, now, ids, key_events)
-    scores = rule_scores(kind, raw.numbers, len(ids))
+    scores = rule_scores(kind, raw.numbers, len(ids), signal_components(raw.describe, kind))
     medians = {name: float(np.nanmedian(raw.numbers[name])) if len(ids) else 0.0 for name in scores.features}
     reasons = []
     for row in range(len(ids)):
@@ -243,7 +255,7 @@ def scores_refresh(*, tenant: Tenant, kind: str, now: datetime, entity_ids: Iter
     """(Re)score every entity of `kind`, or only `entity_ids`; returns how many scores were written."""
     if kind == ScoreKind.CHAMPION:
         return champions_refresh(tenant=tenant, now=now, account_ids=entity_ids)
-    settings = settings_get(tenant=tenant)
+    settings = working_settings(tenant=tenant)
     history = load_history(tenant, since=(midnight(now) - timedelta(days=SCORING_LOOKBACK_DAYS)).date())
     full = entity_ids is None
     candidates = _candidates(tenant, kind) if full else sorted(set(entity_ids or ()))
@@ -313,7 +325,7 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
 
 def champions_refresh(*, tenant: Tenant, now: datetime, account_ids: Iterable[int] | None = None) -> int:
     """Whom to call inside an account: share of the account's key activity (30 days), role weight, health."""
-    settings = settings_get(tenant=tenant)
+    settings = working_settings(tenant=tenant)
     history = load_history(tenant, since=(midnight(now) - timedelta(days=40)).date())
     key_events = key_events_of(history, settings["key_events"])
     members = members_as_of(history, now + timedelta(microseconds=1))

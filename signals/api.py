@@ -1,14 +1,23 @@
-"""Management read API of events (DESIGN §7): filter by user, account (ids), name, time range."""
+"""Management API of the signals app (DESIGN §7): events (read, filtered by user, account, name, time range)
+and the tenant's signal definitions (CRUD)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
-from rest_framework import mixins
+from django.utils import timezone
+from rest_framework import mixins, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from plgapp.api_base import TenantScopedViewSet
 from plgapp.pagination import CursorPagination
-from signals.models import Event
-from signals.serializers import EventOutputSerializer
+from plgapp.roles import Capability
+from signals.models import Event, Signal, SignalEntity, SignalKind
+from signals.serializers import EventOutputSerializer, SignalSerializer
+from signals.services import SignalKeyTaken, signal_delete, signal_save
 
 
 class EventFilter(django_filters.FilterSet):
@@ -32,3 +41,58 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScope
     serializer_class = EventOutputSerializer
     filterset_class = EventFilter
     pagination_class = EventPagination
+
+
+class SignalFilter(django_filters.FilterSet):
+    entity_type = django_filters.ChoiceFilter(choices=SignalEntity.choices)
+    kind = django_filters.ChoiceFilter(choices=SignalKind.choices)
+
+    class Meta:
+        model = Signal
+        fields = ["entity_type", "kind"]
+
+
+class SignalPagination(CursorPagination):
+    ordering = "key"
+
+
+class SignalViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    TenantScopedViewSet,
+):
+    """Signals: named features in the tenant's own terms (event count in a window, property value, ratio of two
+    properties), with weights in the rule-based scores. Marketers and admins edit them; a change rescores."""
+
+    scoped_model = Signal
+    serializer_class = SignalSerializer
+    filterset_class = SignalFilter
+    pagination_class = SignalPagination
+    write_capability = Capability.EDIT_PLAYBOOKS
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        if not getattr(self, "swagger_fake_view", False):
+            context["tenant"] = self.tenant
+        return context
+
+    def perform_create(self, serializer: Any) -> None:
+        self._save(serializer, None)
+
+    def perform_update(self, serializer: Any) -> None:
+        self._save(serializer, serializer.instance)
+
+    def _save(self, serializer: Any, signal: Signal | None) -> None:
+        try:
+            serializer.instance = signal_save(
+                tenant=self.tenant, signal=signal, data=serializer.validated_data, now=timezone.now()
+            )
+        except SignalKeyTaken as exc:
+            raise ValidationError({"key": str(exc)}) from None
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        signal_delete(tenant=self.tenant, signal=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

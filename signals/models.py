@@ -86,3 +86,59 @@ class DailyRollup(TenantScopedModel):
 
     def __str__(self) -> str:
         return f"{self.account_id}/{self.end_user_id} {self.name}@{self.day}: {self.count}"
+
+
+class SignalKind(models.TextChoices):
+    EVENT_COUNT = "event_count", "Event count in a window"
+    PROPERTY = "property", "Property value"
+    RATIO = "ratio", "Ratio of two properties"
+
+
+class SignalEntity(models.TextChoices):
+    ACCOUNT = "account", "Account"
+    USER = "user", "User"
+
+
+class Signal(TenantScopedModel):
+    """A named, tenant-defined feature (DESIGN §10): what a marketer means by "engaged", in their own terms.
+
+    - event_count: how many `event` events in the `window_days` days before the snapshot;
+    - property: a property's value as of the snapshot (numbers, booleans as 0/1; with `equals`, 1 when the
+      property has that value, else 0);
+    - ratio: `numerator` / `denominator` properties as of the snapshot (e.g. storage used / storage limit).
+
+    Every signal is a model feature (`signal:<key>`); `weights` ({kind: -1..1}) make it count in the
+    transparent rule-based score of that kind (negative: more of it lowers the score).
+    """
+
+    key = models.SlugField(max_length=64, help_text="Stable identifier; the feature is named signal:<key>.")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    entity_type = models.CharField(max_length=10, choices=SignalEntity.choices, default=SignalEntity.ACCOUNT)
+    kind = models.CharField(max_length=20, choices=SignalKind.choices)
+    event = models.CharField(max_length=255, blank=True, default="")
+    window_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    property = models.CharField(max_length=255, blank=True, default="")
+    equals = models.JSONField(null=True, blank=True)
+    numerator = models.CharField(max_length=255, blank=True, default="")
+    denominator = models.CharField(max_length=255, blank=True, default="")
+    weights = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[TenantManager[Signal]]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="signal_tenant_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.kind})"
+
+    def as_definition(self) -> dict[str, object]:
+        """What feature building needs (plain data: features are pure)."""
+        return {
+            "key": self.key, "name": self.name, "entity_type": self.entity_type, "kind": self.kind,
+            "event": self.event, "window_days": self.window_days, "property": self.property,
+            "equals": self.equals, "numerator": self.numerator, "denominator": self.denominator,
+            "weights": dict(self.weights or {}),
+        }  # fmt: skip

@@ -49,7 +49,7 @@ from signals.calls import (
     UpsertUser,
     property_types,
 )
-from signals.models import Event
+from signals.models import Event, Signal
 from signals.processing import tenant_processing_lock
 from signals.rollups import rollups_forget
 
@@ -413,3 +413,40 @@ def events_attribute_device(*, tenant: Tenant, device_id: str, user_pk: int, mar
     )
     if moved is not None:
         marks.add_days(EntityType.USER, user_pk, *moved)
+
+
+# --- signal definitions -------------------------------------------------------------------------------------
+
+
+class SignalKeyTaken(ValueError):
+    pass
+
+
+def _rescore_soon(tenant: Tenant) -> None:
+    """A signal feeds rule-based scores and discovery: rescore the tenant after the change commits. By task name,
+    since scoring depends on signals and not the reverse (DESIGN §3)."""
+    from celery import current_app
+
+    tenant_id = tenant.pk
+    transaction.on_commit(lambda: current_app.send_task("scoring.tasks.scores_refresh_all", args=(tenant_id,)))
+
+
+def signal_save(*, tenant: Tenant, signal: Signal | None, data: dict[str, Any], now: datetime) -> Signal:
+    """Create (signal None) or update a validated signal definition; raises SignalKeyTaken on a duplicate key."""
+    target = signal if signal is not None else Signal(tenant=tenant, created_at=now)
+    for name, value in data.items():
+        setattr(target, name, value)
+    target.updated_at = now
+    try:
+        with transaction.atomic():
+            target.save()
+            _rescore_soon(tenant)
+    except IntegrityError:
+        raise SignalKeyTaken(f"a signal with key {target.key!r} already exists") from None
+    return target
+
+
+def signal_delete(*, tenant: Tenant, signal: Signal) -> None:
+    with transaction.atomic():
+        Signal.objects.for_tenant(tenant).filter(pk=signal.pk).delete()
+        _rescore_soon(tenant)

@@ -1,0 +1,89 @@
+"""Tenant-defined signals (signals.models.Signal) as point-in-time features, from a loaded History.
+
+Each signal becomes the number column `signal:<key>` of an account or user feature table: event counts read
+rollup days strictly before the snapshot's day, properties their value set strictly before the snapshot
+instant — the same rule as every other feature (signals.features). Pure: plain data in, arrays out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from signals.features import History, RawFeatures, Rollups, properties_as_of, snapshot_day
+
+MAX_WINDOW_DAYS = 90  # scoring loads rollups this far back (and more): a longer window would read a partial count
+
+
+def signal_features(
+    raw: RawFeatures, history: History, entity_type: str, at: datetime, signals: Sequence[dict[str, Any]]
+) -> None:
+    """Add a `signal:<key>` column to `raw` for each signal about `entity_type` ("account" or "user")."""
+    mine = [signal for signal in signals if signal["entity_type"] == entity_type]
+    if not mine:
+        return
+    ids = raw.ids
+    rollups = history.account_rollups if entity_type == "account" else history.user_rollups
+    values: list[dict[str, Any]] | None = None
+    for signal in mine:
+        name = f"signal:{signal['key']}"
+        if signal["kind"] == "event_count":
+            column = _event_count(rollups, ids, snapshot_day(at), signal["event"], int(signal["window_days"]))
+        else:
+            if values is None:
+                values = [properties_as_of(history, entity_type, int(pk), at) for pk in ids]
+            if signal["kind"] == "property":
+                key, equals = signal["property"], signal.get("equals")
+                column = np.array([_property_value(row.get(key), equals) for row in values])
+            else:
+                top, bottom = signal["numerator"], signal["denominator"]
+                column = np.array([_ratio(row.get(top), row.get(bottom)) for row in values])
+        raw.numbers[name] = column.astype(float)
+        raw.describe[name] = {
+            "kind": "signal",
+            "signal_kind": signal["kind"],
+            "label": signal["name"],
+            "weights": dict(signal.get("weights") or {}),
+        }
+
+
+def _event_count(rollups: Rollups, ids: np.ndarray, cutoff: int, event: str, window: int) -> np.ndarray:
+    counts = np.zeros(len(ids))
+    if not len(rollups.count) or event not in rollups.names or not len(ids):
+        return counts
+    n = rollups.names.index(event)
+    mask = (rollups.name == n) & (rollups.day < cutoff) & (rollups.day >= cutoff - window)
+    position = {int(pk): slot for slot, pk in enumerate(ids)}
+    slots = np.array([position.get(int(entity), -1) for entity in rollups.entity[mask]], dtype=np.int64)
+    keep = slots >= 0
+    np.add.at(counts, slots[keep], rollups.count[mask][keep])
+    return counts
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return math.nan
+
+
+def _property_value(value: Any, equals: Any) -> float:
+    if equals is not None:
+        if value is None:
+            return math.nan
+        if isinstance(value, str) and isinstance(equals, str):
+            return 1.0 if value.strip().lower() == equals.strip().lower() else 0.0
+        return 1.0 if value == equals else 0.0
+    return _number(value)
+
+
+def _ratio(numerator: Any, denominator: Any) -> float:
+    top, bottom = _number(numerator), _number(denominator)
+    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
+        return math.nan
+    return top / bottom
