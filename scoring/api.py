@@ -38,7 +38,7 @@ class ScoreOutputSerializer(serializers.ModelSerializer[Score]):
     class Meta:
         model = Score
         fields = ["kind", "entity_type", "entity_id", "external_id", "account_external_id", "value", "percentile",
-                  "grade", "reasons", "model_version", "rule_based", "computed_at"]  # fmt: skip
+                  "grade", "reasons", "model_version", "rule_based", "computed_at", "details"]  # fmt: skip
 
     def get_entity_id(self, obj: Score) -> str:
         return str(obj.entity_id)

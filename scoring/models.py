@@ -97,6 +97,10 @@ class Score(TenantScopedModel):
     model_version = models.PositiveIntegerField(null=True, blank=True)
     rule_based = models.BooleanField(default=False)
     computed_at = models.DateTimeField()
+    # Account kinds: {"activation", "milestones": [{"name", "reached"}], "size_segment", "activation_threshold",
+    # "product_qualified"} — what a sales rep checks beside the probability (PQA = activation at the threshold
+    # of the account's size segment).
+    details = models.JSONField(default=dict, blank=True)
 
     objects: ClassVar[TenantManager[Score]]
 
@@ -121,6 +125,7 @@ class Score(TenantScopedModel):
             "model_version": self.model_version,
             "rule_based": self.rule_based,
             "computed_at": self.computed_at.isoformat().replace("+00:00", "Z"),
+            **({"details": self.details} if self.details else {}),
         }
 
 

@@ -75,6 +75,8 @@ def render(name: str, value: float, describe: dict[str, Any], *, median: float |
         return f"{round(value * 100)}% of teammates active in 30 days"
     if kind == "role_share":
         return f"{describe['role']}s are {round(value * 100)}% of the team"
+    if kind == "milestone":
+        return f"{'reached' if value >= 0.5 else 'not yet'}: {describe['milestone']}"
     if kind == "activation":
         return f"activation {round(value * 100)}%"
     if kind == "age_days":

@@ -33,6 +33,7 @@ from scoring.models import (
     ScoreKind,
     ScoringSettings,
 )
+from scoring.qualification import qualification
 from scoring.reasons import PEERS, pick, render
 from scoring.rules import rule_scores, signal_components
 from signals.features import (
@@ -204,6 +205,7 @@ class Computed:
     reasons: list[list[dict[str, Any]]]
     model_version: int | None
     rule_based: bool
+    details: list[dict[str, Any]] | None = None  # account kinds: activation and PQA (scoring.qualification)
 
 
 def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, Any], ids: list[int],
@@ -226,7 +228,7 @@ def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, An
                 text = render(name, value, describe, median=median, peers=peers)
                 candidates.append((name, float(contributions[row, slot]), text))
             reasons.append(pick(candidates))
-        return Computed(ids, values, reasons, version.version, False)
+        return Computed(ids, values, reasons, version.version, False, _details(kind, raw, settings))
     key_events = key_events_of(history, settings["key_events"])
     raw = features(history, settings, kind, now, ids, key_events)
     scores = rule_scores(kind, raw.numbers, len(ids), signal_components(raw.describe, kind))
@@ -239,7 +241,11 @@ def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, An
             text = render(name, value, raw.describe.get(name, {}), median=medians[name], peers="peers")
             candidates.append((name, float(scores.contributions[row, slot]), text))
         reasons.append(pick(candidates))
-    return Computed(ids, scores.values, reasons, None, True)
+    return Computed(ids, scores.values, reasons, None, True, _details(kind, raw, settings))
+
+
+def _details(kind: str, raw: RawFeatures, settings: dict[str, Any]) -> list[dict[str, Any]] | None:
+    return qualification(raw, settings) if ENTITY_OF_KIND[ScoreKind(kind)] == ScoredEntity.ACCOUNT else None
 
 
 def _describe(spec: FeatureSpec, raw: RawFeatures, name: str, row: int) -> tuple[dict[str, Any], float]:
@@ -288,6 +294,7 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
                 tenant=tenant, kind=kind, entity_type=entity_type, entity_id=pk, value=value,
                 percentile=int(ranks[n]), grade=int(grade[n]), reasons=computed.reasons[n],
                 model_version=computed.model_version, rule_based=computed.rule_based, computed_at=now,
+                details=computed.details[n] if computed.details is not None else {},
             )
         )  # fmt: skip
         before = previous.get(pk)
@@ -314,7 +321,16 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
             batch_size=2000,
             update_conflicts=True,
             unique_fields=["tenant", "kind", "entity_type", "entity_id"],
-            update_fields=["value", "percentile", "grade", "reasons", "model_version", "rule_based", "computed_at"],
+            update_fields=[
+                "value",
+                "percentile",
+                "grade",
+                "reasons",
+                "model_version",
+                "rule_based",
+                "computed_at",
+                "details",
+            ],
         )
         ScoreHistory.objects.for_tenant(tenant).bulk_create(history, batch_size=2000)
     return len(rows)

@@ -348,8 +348,13 @@ def account_features(
     age = np.array([cutoff - history.first_day.get((EntityType.ACCOUNT, int(pk)), cutoff) for pk in ids_array])
     raw.numbers["age_days"] = age.astype(float)
     raw.describe["age_days"] = {"kind": "age_days"}
-    raw.numbers["activation"] = activation(history, ids_array, at, settings, key_events, seats=seats)
+    reached = milestones_reached(history, ids_array, at, settings, key_events, seats=seats)
+    raw.numbers["activation"] = reached.mean(axis=1) if reached.shape[1] else np.full(len(ids_array), np.nan)
     raw.describe["activation"] = {"kind": "activation"}
+    for column, milestone in enumerate(settings.get("milestones", [])):
+        name = f"milestone:{milestone['name']}"
+        raw.numbers[name] = reached[:, column]
+        raw.describe[name] = {"kind": "milestone", "milestone": milestone["name"]}
     raw.numbers["key_events_30d"] = key_30
     raw.describe["key_events_30d"] = {"kind": "key_events", "window": 30}
     _typed_properties(raw, history, EntityType.ACCOUNT, ids_array, at, set(settings.get("excluded_properties", [])))
@@ -401,7 +406,7 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
-def activation(
+def milestones_reached(
     history: History,
     ids: np.ndarray,
     at: datetime,
@@ -410,12 +415,10 @@ def activation(
     *,
     seats: np.ndarray,
 ) -> np.ndarray:
-    """Share of the tenant's activation milestones each account reached before `at`."""
+    """accounts x milestones: 1.0 where the account reached the milestone before `at` (settings order)."""
     milestones = settings.get("milestones", [])
-    if not milestones:
-        return np.full(len(ids), np.nan)
     cutoff = snapshot_day(at)
-    reached = np.zeros(len(ids))
+    reached = np.zeros((len(ids), len(milestones)))
     rollups = history.account_rollups
     position = {int(entity): n for n, entity in enumerate(ids)}
     name_index = {name: n for n, name in enumerate(rollups.names)}
@@ -425,14 +428,14 @@ def activation(
     keep = slots >= 0
     visible, slots = visible[keep], slots[keep]
     first = np.array([history.first_day.get((EntityType.ACCOUNT, int(pk)), cutoff) for pk in ids])
-    for milestone in milestones:
+    for column, milestone in enumerate(milestones):
         metric = milestone.get("metric", "event")
         count = float(milestone.get("count", 1))
         within = milestone.get("within_hours")
         limit_day = first + (math.ceil(float(within) / 24) if within else 100_000)
         in_time = rollups.day[visible] < limit_day[slots]
         if metric == "seats":
-            reached += seats >= count
+            reached[:, column] = seats >= count
             continue
         totals = np.zeros(len(ids))
         if metric == "event":
@@ -447,8 +450,8 @@ def activation(
         elif metric == "active_days":
             pairs = np.unique(slots[in_time] * 1_000_000 + (rollups.day[visible][in_time] % 1_000_000))
             np.add.at(totals, pairs // 1_000_000, 1)
-        reached += totals >= count
-    return reached / len(milestones)
+        reached[:, column] = totals >= count
+    return reached
 
 
 def user_features(
