@@ -257,3 +257,25 @@ def _values(world: TenantWorld) -> dict[str | None, float]:
         .filter(kind=ScoreKind.CONVERSION)
         .values_list("entity_id", "value")
     }
+
+
+@pytest.mark.django_db
+def test_every_typed_property_is_a_candidate_feature_but_the_stage_and_excluded_keys_never_are(
+    tenant_a: TenantWorld,
+) -> None:
+    from scoring.services import settings_set
+
+    settings_set(tenant=tenant_a.tenant, raw={"excluded_properties": ["internal_note"]}, now=NOW)
+    ingest(tenant_a, [trial("acme", NOW - timedelta(days=3), seats_paid=4, sso=True, industry="Retail",
+                            renewal_at="2026-12-01T00:00:00Z", internal_note="likes us", tags=["a", "b"])])  # fmt: skip
+    pk = Account.objects.for_tenant(tenant_a.tenant).get().pk
+    settings = working_settings(tenant=tenant_a.tenant)
+
+    raw = features(load_history(tenant_a.tenant), settings, ScoreKind.CONVERSION, NOW, [pk], [])
+
+    assert raw.numbers["prop:seats_paid"].tolist() == [4.0]
+    assert raw.numbers["prop:sso"].tolist() == [1.0]
+    assert raw.numbers["prop:renewal_at"][0] == pytest.approx(-10.5)  # a date 10.5 days after the snapshot
+    assert raw.categories["prop:industry"] == ["Retail"]
+    names = set(raw.numbers) | set(raw.categories)
+    assert not {"prop:stage", "prop:internal_note", "prop:name"} & names
