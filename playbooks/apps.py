@@ -1,5 +1,27 @@
+from typing import Any
+
 from django.apps import AppConfig
+
+
+def _changes_process(tenant: Any, entities: list[tuple[str, int]]) -> None:
+    from playbooks.services import changes_process
+
+    changes_process(tenant, entities)
 
 
 class PlaybooksConfig(AppConfig):
     name = "playbooks"
+
+    def ready(self) -> None:
+        import importlib
+
+        from django.conf import settings
+
+        from playbooks import actions  # noqa: F401 - registers the built-in action types
+
+        for module in settings.PLAYBOOK_ACTION_MODULES:
+            importlib.import_module(module)
+        from signals import processing
+
+        # After rollups (10) and scores (100): conditions read both.
+        processing.register(_changes_process, order=200)

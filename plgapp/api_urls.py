@@ -6,11 +6,13 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from accounts.api import AccountViewSet, PropertyDefinitionViewSet, UserViewSet
+from playbooks.api import ActionRunViewSet, PlaybookViewSet
 from plgapp.api import ApiKeyViewSet, TenantView
 from scoring.api import DiscoveryView, ModelVersionViewSet, ScoreViewSet, ScoringSettingsView
 from signals.api import EventViewSet, SignalViewSet
 
-router = SimpleRouter(trailing_slash=True)
+router = SimpleRouter()
+router.trailing_slash = "/?"  # DESIGN writes actions without the slash (…/train, …/preview): accept both
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("accounts", AccountViewSet, basename="account")
 router.register("users", UserViewSet, basename="user")
@@ -18,6 +20,8 @@ router.register("events", EventViewSet, basename="event")
 router.register("properties", PropertyDefinitionViewSet, basename="property")
 router.register("scores", ScoreViewSet, basename="score")
 router.register("signals", SignalViewSet, basename="signal")
+router.register("playbooks/runs", ActionRunViewSet, basename="action-run")
+router.register("playbooks", PlaybookViewSet, basename="playbook")
 router.register("scoring/models", ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [

@@ -22,6 +22,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(hour=3, minute=17),
         "options": {"expires": 3 * 3600},
     },
+    "playbooks-sweep": {
+        "task": "playbooks.tasks.sweep_dispatch",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "worker-heartbeats": {
         "task": "plgapp.tasks.heartbeats_dispatch",
         "schedule": 60.0,

@@ -24,6 +24,9 @@ app.conf.update(
         "accounts.tasks.*": {"queue": "ingest"},
         "signals.tasks.*": {"queue": "ingest"},
         "scoring.tasks.*": {"queue": "scoring"},
+        # The executor sends to providers: its own queue, so slow providers never hold up evaluation.
+        "playbooks.tasks.run_execute": {"queue": "actions"},
+        "playbooks.tasks.enrollment_runs_execute": {"queue": "actions"},
         "playbooks.tasks.*": {"queue": "playbooks"},
         "integrations.tasks.*": {"queue": "actions"},
     },

@@ -138,6 +138,9 @@ CACHES = {
 # --- Celery (plgapp/celery.py reads every CELERY_* setting) -----------------------------------------
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+# Modules that register extra playbook action types when the app loads (integrations register their own; tests
+# and self-hosters' plug-ins name theirs here), e.g. PLAYBOOK_ACTION_MODULES=mycompany.actions
+PLAYBOOK_ACTION_MODULES = env_list("PLAYBOOK_ACTION_MODULES", "")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
@@ -224,6 +227,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Choice sets whose field names (kind, entity_type, object) recur across apps with other values.
+    "ENUM_NAME_OVERRIDES": {
+        "ApiKeyKindEnum": "plgapp.models.KEY_KIND_CHOICES",
+        "ScoreKindEnum": "scoring.models.ScoreKind",
+        "AccountOrUserEnum": "signals.models.SignalEntity",  # also playbooks' object (same values and labels)
+    },
 }
 
 # --- Logging ------------------------------------------------------------------------------------

@@ -18,6 +18,4 @@ class ScoringConfig(AppConfig):
             kinds={"account": ("conversion", "churn"), "user": ("health",), "membership": ("champion",)},
         )
         # After the rollups (which features read): rescore what changed, within a minute of new events.
-        processing.register(
-            lambda tenant, entities: rescore_changed(tenant, entities, timezone.now()),
-        )  # order: after rollups (helper adds order=)
+        processing.register(lambda tenant, entities: rescore_changed(tenant, entities, timezone.now()), order=100)

@@ -16,6 +16,14 @@ PEERS = {
     "health": "users active in the following weeks",
 }
 MAX_REASONS_PER_DIRECTION = 3
+UNKNOWN = {  # what a missing value means, where it means something
+    "active_seat_share": "no teammates yet",
+    "role_share": "no teammates yet",
+    "activation": "no activation milestones set",
+    "quota_ratio": "no usage limit known",
+    "quota_days_left": "no usage limit known",
+    "key_event_share": "no activity in 30 days",
+}
 MIN_WEIGHT = 0.005
 
 
@@ -41,6 +49,8 @@ def _versus(value: float, median: float | None, peers: str) -> str:
 def render(name: str, value: float, describe: dict[str, Any], *, median: float | None, peers: str) -> str:
     """One sentence for a feature `name` (a column or a category group) with the entity's `value`."""
     kind = describe.get("kind", "")
+    if isinstance(value, float) and not math.isfinite(value) and kind != "property_text":
+        return UNKNOWN.get(kind, f"{describe.get('label') or describe.get('property') or name}: unknown")
     if kind == "count":
         event, window = describe["event"], describe["window"]
         if value <= 0:
@@ -61,7 +71,7 @@ def render(name: str, value: float, describe: dict[str, Any], *, median: float |
     if kind == "events_prev_30d":
         return f"{_number(value)} events in the 30 days before the last 30"
     if kind == "trend_30d":
-        factor = math.exp(value)
+        factor = math.exp(min(value, 50.0))
         if factor >= 1.1:
             return f"activity up {factor:.1f}x on the previous 30 days"
         if factor <= 0.9:
@@ -120,7 +130,9 @@ def pick(
     positive = sorted((c for c in candidates if c[1] >= MIN_WEIGHT), key=lambda c: -c[1])
     negative = sorted((c for c in candidates if c[1] <= -MIN_WEIGHT), key=lambda c: c[1])
     chosen = positive[:MAX_REASONS_PER_DIRECTION] + negative[:MAX_REASONS_PER_DIRECTION]
+    if not chosen and candidates:  # an entity just like its peers still gets its strongest reason
+        chosen = [max(candidates, key=lambda c: abs(c[1]))]
     return [
-        {"feature": feature, "text": text, "direction": "+" if weight > 0 else "-", "weight": round(weight, 3)}
+        {"feature": feature, "text": text, "direction": "+" if weight >= 0 else "-", "weight": round(weight, 3)}
         for feature, weight, text in sorted(chosen, key=lambda c: -abs(c[1]))
     ]

@@ -265,7 +265,8 @@ def scores_refresh(*, tenant: Tenant, kind: str, now: datetime, entity_ids: Iter
     history = load_history(tenant, since=(midnight(now) - timedelta(days=SCORING_LOOKBACK_DAYS)).date())
     full = entity_ids is None
     candidates = _candidates(tenant, kind) if full else sorted(set(entity_ids or ()))
-    ids = eligible(history, settings, kind, now, candidates)
+    # Every user has a health score, even one first seen today (training rows need history; a score does not).
+    ids = candidates if kind == ScoreKind.HEALTH else eligible(history, settings, kind, now, candidates)
     computed = _compute(tenant, kind, history, settings, ids, now)
     return _write(tenant, kind, ENTITY_OF_KIND[ScoreKind(kind)], computed, now, candidates=candidates, full=full)
 

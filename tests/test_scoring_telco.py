@@ -86,6 +86,7 @@ def _train_on(world: TenantWorld, rows: list[dict[str, Any]], seed: int) -> Mode
     return model_train(tenant=world.tenant, version_id=version.pk, now=NOW)
 
 
+@pytest.mark.timeout(900)  # ~1.5 min on an idle 2-core machine; generous when it is shared
 @pytest.mark.django_db
 def test_churn_on_the_telco_table_reaches_the_reference_auc() -> None:
     rows = _telco_rows()

@@ -189,3 +189,27 @@ def test_pick_keeps_the_three_strongest_of_each_direction() -> None:
 
     assert [r["feature"] for r in reasons] == ["f4", "f0", "f1", "f2"]
     assert reasons[0] == {"feature": "f4", "text": "t4", "direction": "-", "weight": -0.4}
+
+
+KINDS_OF_FEATURES = [
+    {"kind": "count", "event": "report_created", "window": 30}, {"kind": "days_since_last_active"},
+    {"kind": "active_days_30d"}, {"kind": "events_30d"}, {"kind": "key_events", "window": 30}, {"kind": "events_7d"},
+    {"kind": "events_prev_30d"}, {"kind": "trend_30d"}, {"kind": "seats"}, {"kind": "active_seats_30d"},
+    {"kind": "active_seat_share"}, {"kind": "role_share", "role": "owner"}, {"kind": "activation"},
+    {"kind": "milestone", "milestone": "3 teammates"}, {"kind": "age_days"},
+    {"kind": "quota_ratio", "quota": "storage_gb"}, {"kind": "quota_days_left", "quota": "storage_gb"},
+    {"kind": "accounts"}, {"kind": "role_weight"}, {"kind": "property_number", "property": "seats_paid"},
+    {"kind": "property_boolean", "property": "sso"}, {"kind": "property_datetime", "property": "renewal_at"},
+    {"kind": "property_text", "property": "plan", "value": "Pro"}, {"kind": "events_per_day"},
+    {"kind": "key_event_share"}, {"kind": "signal", "signal_kind": "ratio", "label": "Storage used"},
+    {"kind": "signal", "signal_kind": "event_count", "label": "Reports"}, {"kind": "something new"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("describe", KINDS_OF_FEATURES)
+def test_every_kind_of_feature_renders_any_value_without_failing(describe: dict[str, object]) -> None:
+    for value in (math.nan, math.inf, -math.inf, 0.0, -1.0, 0.5, 1e12):
+        for median in (None, math.nan, 0.0, 3.0):
+            text = render("feature", value, describe, median=median, peers="converted trials")
+            assert text
+            assert "nan" not in text
