@@ -99,9 +99,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _close(word: str, choices: Iterable[str]) -> str:
+def _close(word: str, choices: Iterable[str], *, prefix: str = "") -> str:
     matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(matches)}?" if matches else ""
+    return f"; did you mean {' or '.join(prefix + match for match in matches)}?" if matches else ""
 
 
 def _node(raw: Any, path: str) -> Any:
@@ -124,7 +124,7 @@ def condition_errors(raw: Any, catalogue: Catalogue, *, scope: str) -> dict[str,
     parsed = c.parse_collect(raw)
     errors = dict(parsed.errors)
     for path, message in parsed.errors.items():
-        if path.endswith("field") and (path == "field" or path.endswith(".field")):
+        if path == "field" or path.endswith(".field"):
             name = _node(raw, path)
             if isinstance(name, str):
                 errors[path] = _unknown_shape(name, message, catalogue, scope)
@@ -151,7 +151,8 @@ def _field_errors(leaf: c.FieldTest, path: str, catalogue: Catalogue, scope: str
         return {field_path: f"{leaf.field} cannot be used here: {SCOPE_TEXT[scope]}"}
     kind = catalogue.field_type(ref)
     if kind is None:
-        suggestion = _close(leaf.field, catalogue.fields(SCOPES[scope][0]))
+        prefix = leaf.field.removesuffix(ref.name)
+        suggestion = _close(ref.name, catalogue.properties.get(ref.entity, {}), prefix=prefix)
         return {field_path: f"no {ref.entity} property named {ref.name!r} has been received yet{suggestion}"}
     if leaf.op not in TYPE_OPS[kind]:
         return {op_path: f"{leaf.op} needs {OP_NEEDS[leaf.op]}; {leaf.field} is {TYPE_TEXT[kind]}"}

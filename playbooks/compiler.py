@@ -2,8 +2,9 @@
 querysets, with exactly the semantics of playbooks.conditions (read its docstring; the property test
 tests/test_conditions_agree.py holds both backends to it).
 
-Every leaf compiles to a boolean that is never NULL: a leaf is `X IS NOT NULL AND P(X)` where X is the typed value
-(NULL when missing or of another kind) and P is non-null whenever X is — so NOT, AND and OR keep two-valued logic.
+Every leaf compiles to a boolean that is never NULL — `COALESCE(P(X), false)`, or `X IS NOT NULL` for exists, where X
+is the typed value (NULL when missing or of another kind) — so NOT, AND and OR keep two-valued logic. Builtin columns
+compile to `col IS NOT NULL AND P(col)` instead, which an index on the column can serve.
 Typed values of JSON properties are CASE expressions that only cast what `jsonb_typeof` says fits, so no stored
 value can make a query fail. Scores, activation and event counts are correlated subqueries through the tenant
 door, constrained to the outer row's tenant too.
@@ -21,6 +22,7 @@ from django.db.models import (
     CharField,
     DateTimeField,
     DecimalField,
+    ExpressionWrapper,
     F,
     FloatField,
     Func,
@@ -234,6 +236,17 @@ def _datetime_column_leaf(column: str, op: str, literal: Any, now: datetime) -> 
 # --- typed values: numbers (scores, activation, JSON numbers) and JSON properties ------------------------------
 
 
+def _known(predicate: Q) -> Q:
+    """The predicate, False where it is NULL (its value was missing): COALESCE(predicate, false)."""
+    return Q(Coalesce(ExpressionWrapper(predicate, output_field=BooleanField()), Value(False)))
+
+
+def _in(value: Any, items: Any, op: str) -> Q:
+    """in / not_in on a typed value (NULL = missing, so neither holds)."""
+    inside = Q(lookups.In(value, [float(item) if c.is_number(item) else item for item in items]))
+    return _known(inside if op == "in" else ~inside)
+
+
 def _number_leaf(value: Any, op: str, literal: Any) -> Q:
     """A leaf on a nullable double (NULL = missing)."""
     if op == "exists":
@@ -241,18 +254,10 @@ def _number_leaf(value: Any, op: str, literal: Any) -> Q:
     if op == "not_exists":
         return ~_present(value)
     if op in ("eq", "neq", *c.ORDER_OPS) and c.is_number(literal):
-        return _present(value) & _compare(op, value, _float(literal))
+        return _known(_compare(op, value, _float(literal)))
     if op in ("in", "not_in") and c.is_number(literal[0]):
-        inside = _any_equal(value, [_float(item) for item in literal])
-        return _present(value) & (inside if op == "in" else ~inside)
+        return _in(value, literal, op)
     return _false()
-
-
-def _any_equal(value: Any, items: list[Any]) -> Q:
-    result = Q(lookups.Exact(value, items[0]))
-    for item in items[1:]:
-        result |= Q(lookups.Exact(value, item))
-    return result
 
 
 def _json_get(source: Any, key: str) -> Func:
@@ -318,38 +323,32 @@ class _PropertyLeaf:
 
     def compile(self, op: str, literal: Any) -> Q:
         if op in c.PRESENCE_OPS:
-            exists = (
-                _present(self.text) | _present(self.number) | _present(self.boolean) | _present(self.list)
-            )  # fmt: skip
+            fits = _known(Q(lookups.In(_typeof(self.value), ["string", "boolean", "array"])))
+            exists = fits | _present(self.number)
             return exists if op == "exists" else ~exists
         if op in ("eq", "neq"):
             typed = self._typed(literal)
-            return _present(typed) & _compare(op, typed, self._literal(literal))
+            return _known(_compare(op, typed, self._literal(literal)))
         if op in ("in", "not_in"):
-            typed = self._typed(literal[0])
-            inside = _any_equal(typed, [self._literal(item) for item in literal])
-            return _present(typed) & (inside if op == "in" else ~inside)
+            return _in(self._typed(literal[0]), literal, op)
         if op in c.ORDER_OPS:
             if c.is_number(literal):
-                return _present(self.number) & _compare(op, self.number, _float(literal))
+                return _known(_compare(op, self.number, _float(literal)))
             bound = c.literal_datetime(literal)
             if bound is None:
                 return _false()
-            return _present(self.datetime) & _compare(op, self.datetime, Value(bound, output_field=DateTimeField()))
+            return _known(_compare(op, self.datetime, Value(bound, output_field=DateTimeField())))
         if op == "contains":
-            in_text = _present(self.text) & Q(lookups.GreaterThan(StrIndex(self.text, Value(literal)), 0))
-            in_list = _present(self.list) & Q(DataContains(self.list, [literal]))
-            return in_text | in_list
+            in_text = _known(Q(lookups.GreaterThan(StrIndex(self.text, Value(literal)), 0)))
+            return in_text | _known(Q(DataContains(self.list, [literal])))
         if op == "starts_with":
-            return _present(self.text) & Q(_starts_with(self.text, literal))
+            return _known(Q(_starts_with(self.text, literal)))
         if op in c.RELATIVE_OPS:
             since = Value(self.now - timedelta(days=literal), output_field=DateTimeField())
             if op == "more_than_days_ago":
-                return _present(self.datetime) & Q(lookups.LessThan(self.datetime, since))
+                return _known(Q(lookups.LessThan(self.datetime, since)))
             now = Value(self.now, output_field=DateTimeField())
-            return (
-                _present(self.datetime)
-                & Q(lookups.GreaterThanOrEqual(self.datetime, since))
-                & Q(lookups.LessThanOrEqual(self.datetime, now))
+            return _known(
+                Q(lookups.GreaterThanOrEqual(self.datetime, since)) & Q(lookups.LessThanOrEqual(self.datetime, now))
             )
         raise ValueError(f"unknown operator {op!r}")

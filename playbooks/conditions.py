@@ -38,8 +38,9 @@ Semantics — the contract of both backends (this evaluator and playbooks.compil
        datetime ("2025-01-31" is midnight UTC; no offset means UTC) and compares datetimes as instants.
     6. Datetimes are builtin datetimes and property texts written as `YYYY-MM-DD[T ]hh:mm[:ss[.fraction]]`
        with an optional `Z` or `±hh:mm` / `±hhmm` offset (hours 00-14) — the shape ingestion types as
-       datetime. A fraction is cut to microseconds; no offset means UTC; an impossible date (Feb 30) is not a
-       datetime. Builtin texts are never datetimes.
+       datetime, except offsets beyond ±14h (no zone has them; PostgreSQL refuses some). A fraction is cut to
+       microseconds; no offset means UTC; an impossible date (Feb 30) is not a datetime. Builtin texts are never
+       datetimes.
     7. contains: the literal is a text; on a text, substring; on a list, some element is that exact text.
        starts_with: exact prefix of a text (lists do not start with anything). The empty text is a substring
        and a prefix of every text.
@@ -230,8 +231,17 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _suggest(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+# What people write for an operator -> the operator.
+OP_SYNONYMS = {
+    "=": "eq", "==": "eq", "is": "eq", "equals": "eq", "!=": "neq", "<>": "neq", "is_not": "neq", "not_equals": "neq",
+    ">": "gt", "greater": "gt", "greater_than": "gt", ">=": "gte", "<": "lt", "less": "lt", "less_than": "lt",
+    "<=": "lte", "has": "contains", "includes": "contains", "startswith": "starts_with", "is_set": "exists",
+    "is_not_set": "not_exists", "not_in_list": "not_in", "one_of": "in",
+}  # fmt: skip
+
+
+def _suggest_op(word: str) -> str:
+    close = [OP_SYNONYMS[word]] if word in OP_SYNONYMS else difflib.get_close_matches(word, OPS, n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
@@ -303,7 +313,7 @@ def _parse_field(
             errors[_join(path, "field")] = str(exc)
     op = raw.get("op")
     if op not in OPS:
-        errors[_join(path, "op")] = f"{op!r} is not an operator{_suggest(str(op), OPS)}: one of {', '.join(OPS)}"
+        errors[_join(path, "op")] = f"{op!r} is not an operator{_suggest_op(str(op))}: one of {', '.join(OPS)}"
     else:
         message = literal_error(op, raw.get("value"), "value" in raw)
         if message:
@@ -536,7 +546,7 @@ def event_count(test: EventTest, facts: Facts, now: datetime) -> int:
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=test.within_days)
     days = facts.of(test.of).events.get(test.event, {})
-    return sum(count for day, count in days.items() if first <= day <= today)
+    return sum(count for day, count in days.items() if first < day <= today)
 
 
 def _read(ref: FieldRef, facts: EntityFacts) -> Json:
