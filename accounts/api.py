@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import DecimalField, F, Func, Prefetch, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins
 from rest_framework.exceptions import ValidationError
 
@@ -76,6 +77,22 @@ class ByIdPagination(CursorPagination):
     ordering = "-id"
 
 
+class _DoubleBits(Func):
+    """The IEEE-754 bits of a double as a number: ordered exactly as non-negative doubles are; negative ones (the -1
+    of "no score") come below them all."""
+
+    template = "(('x' || encode(float8send(%(expressions)s), 'hex'))::bit(64)::bigint)::numeric"
+    output_field = DecimalField()
+
+
+def score_sort_key(kind: str) -> Any:
+    """One exact number per account that orders by (score, id), unscored lowest. The cursor pages by this single
+    value, so it must be unique: with ties (every unscored account, equal rule scores) a cursor position would
+    name several rows and paging back through `previous` loses some of them."""
+    score = Coalesce(score_expression(kind, "account"), Value(-1.0))
+    return _DoubleBits(score) * Value(2**63) + F("id")
+
+
 class AccountPagination(ByIdPagination):
     """Newest first, or by a score: ?ordering=-conversion (highest first), conversion, -churn, churn."""
 
@@ -87,9 +104,17 @@ class AccountPagination(ByIdPagination):
         if kind not in SCORE_ORDERINGS:
             choices = ", ".join(f"-{k}, {k}" for k in sorted(SCORE_ORDERINGS))
             raise ValidationError({"ordering": f"ordering must be one of {choices}; got {ordering!r}."})
-        return (f"-score_{kind}" if ordering.startswith("-") else f"score_{kind}", "-id")
+        return (f"-score_{kind}" if ordering.startswith("-") else f"score_{kind}",)
 
 
+ORDERING_PARAMETER = OpenApiParameter(
+    "ordering", str, enum=[f"{sign}{kind}" for kind in sorted(SCORE_ORDERINGS) for sign in ("-", "")],
+    description="By a score: -conversion (highest first; unscored accounts last), conversion, -churn, churn. "
+    "Default: newest first.",
+)  # fmt: skip
+
+
+@extend_schema_view(list=extend_schema(parameters=[ORDERING_PARAMETER]))
 class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     """Accounts; the detail has its users with their relationship properties (e.g. role)."""
 
@@ -104,8 +129,8 @@ class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         queryset = super().get_queryset()
         ordering = self.request.query_params.get("ordering", "").removeprefix("-")
         if self.action == "list" and ordering in SCORE_ORDERINGS:
-            # Unscored accounts sort last (highest first) or first: -1 keeps the cursor comparisons total.
-            queryset = queryset.annotate(**{f"score_{ordering}": Coalesce(score_expression(ordering, "account"), -1.0)})
+            # Unscored accounts sort last (highest first) or first; ties in score by id.
+            queryset = queryset.annotate(**{f"score_{ordering}": score_sort_key(ordering)})
         if self.action == "retrieve" and not getattr(self, "swagger_fake_view", False):
             memberships = Membership.objects.for_tenant(self.tenant).select_related("end_user").order_by("joined_at")
             queryset = queryset.prefetch_related(Prefetch("memberships", queryset=memberships))

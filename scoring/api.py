@@ -8,8 +8,7 @@ import django_filters
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -17,10 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import Account, EndUser, Membership
+from accounts.serializers import ReasonSerializer
 from plgapp.api_base import TenantScopedAPIView, TenantScopedViewSet
 from plgapp.pagination import CursorPagination
 from plgapp.roles import Capability
-from scoring.config import ConfigInvalid
+from scoring.config import MAX_HORIZON_DAYS, MILESTONE_METRICS, ConfigInvalid
 from scoring.discovery import discovery_report
 from scoring.models import ModelVersion, Score, ScoreKind
 from scoring.services import LEARNED_KINDS, model_version_start, settings_get, settings_set
@@ -29,11 +29,157 @@ from scoring.tasks import model_train_task
 KIND_CHOICES = [(kind.value, kind.value) for kind in ScoreKind]
 
 
+# --- shapes for the OpenAPI description (the API renders the stored JSON as it is) ---------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    # The metaclass moves declared fields off the class, so this does not shadow Serializer.fields at run time.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        required=False, help_text="Invalid input: a message per field (dotted paths)."
+    )
+
+
+class ErrorOutputSerializer(serializers.Serializer[Any]):
+    """The error envelope of DESIGN §7."""
+
+    error = ErrorDetailSerializer()
+
+
+INVALID = OpenApiResponse(ErrorOutputSerializer, description="Invalid input; error.fields names each bad field")
+
+
+@extend_schema_field(ReasonSerializer(many=True))
+class ReasonsField(serializers.JSONField):
+    pass
+
+
+class ModelMetricsSerializer(serializers.Serializer[Any]):
+    """Evaluation of a version on its newest snapshots (DESIGN §7); empty until it is trained."""
+
+    auc = serializers.FloatField(allow_null=True)
+    pr_auc = serializers.FloatField(allow_null=True)
+    brier = serializers.FloatField(allow_null=True)
+    ece = serializers.FloatField(allow_null=True, help_text="Expected calibration error.")
+    lift_top_decile = serializers.FloatField(allow_null=True)
+    recall_top_20 = serializers.FloatField(allow_null=True)
+    baseline_auc = serializers.FloatField(allow_null=True, help_text="The rule-based score's AUC on the same rows.")
+    n_train = serializers.IntegerField()
+    n_positive = serializers.IntegerField()
+
+
+@extend_schema_field(ModelMetricsSerializer)
+class MetricsField(serializers.JSONField):
+    pass
+
+
+class StageGroupsSerializer(serializers.Serializer[Any]):
+    trial = serializers.ListField(child=serializers.CharField())
+    paying = serializers.ListField(child=serializers.CharField())
+    churned = serializers.ListField(child=serializers.CharField())
+
+
+class HorizonSerializer(serializers.Serializer[Any]):
+    horizon_days = serializers.IntegerField(min_value=1, max_value=MAX_HORIZON_DAYS)
+
+
+class HealthHorizonSerializer(HorizonSerializer):
+    activity_events = serializers.ListField(child=serializers.CharField(), help_text="Empty: any event counts.")
+
+
+class ModelSettingsSerializer(serializers.Serializer[Any]):
+    conversion = HorizonSerializer()
+    churn = HorizonSerializer()
+    health = HealthHorizonSerializer()
+
+
+class MilestoneSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    metric = serializers.ChoiceField(choices=MILESTONE_METRICS, required=False, help_text="Default: event.")
+    event = serializers.CharField(required=False, help_text="The event to count (metric event).")
+    count = serializers.FloatField()
+    within_hours = serializers.FloatField(required=False, allow_null=True, help_text="From the account's start.")
+
+
+class SizeSegmentSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    max = serializers.FloatField(allow_null=True, help_text="Upper bound; null on the last (open-ended) segment.")
+    activation_threshold = serializers.FloatField(min_value=0, max_value=1)
+
+
+class SizeSegmentsSerializer(serializers.Serializer[Any]):
+    property = serializers.CharField(help_text="A numeric account property, e.g. employees.")
+    segments = SizeSegmentSerializer(many=True)
+
+
+class ChampionWeightsSerializer(serializers.Serializer[Any]):
+    share = serializers.FloatField(min_value=0, max_value=1)
+    role = serializers.FloatField(min_value=0, max_value=1)
+    health = serializers.FloatField(min_value=0, max_value=1)
+
+
+class ChampionSettingsSerializer(serializers.Serializer[Any]):
+    role_weights = serializers.DictField(child=serializers.FloatField(min_value=0, max_value=1))
+    weights = ChampionWeightsSerializer()
+
+
+class ScoringSettingsSerializer(serializers.Serializer[Any]):
+    """The scoring settings document; on PUT a section left out takes its default."""
+
+    stages = StageGroupsSerializer(required=False)
+    key_events = serializers.ListField(child=serializers.CharField(), required=False,
+                                       help_text="Value metrics; empty: the most frequent events.")  # fmt: skip
+    excluded_properties = serializers.ListField(child=serializers.CharField(), required=False,
+                                                help_text="Property keys that are never features.")  # fmt: skip
+    models = ModelSettingsSerializer(required=False)
+    milestones = MilestoneSerializer(many=True, required=False)
+    size_segments = SizeSegmentsSerializer(required=False)
+    champion = ChampionSettingsSerializer(required=False)
+
+
+class TrainOutputSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    status = serializers.CharField(help_text="training")
+    version = serializers.IntegerField()
+
+
+class DistributionSerializer(serializers.Serializer[Any]):
+    mean = serializers.FloatField(allow_null=True)
+    median = serializers.FloatField(allow_null=True)
+    std = serializers.FloatField(allow_null=True)
+
+
+class FeatureEvidenceSerializer(serializers.Serializer[Any]):
+    feature = serializers.CharField()
+    positive = DistributionSerializer(help_text="Among the rows with the outcome (e.g. converted).")
+    negative = DistributionSerializer(help_text="Among the others.")
+    p_value = serializers.FloatField(help_text="Mann-Whitney U, two-sided.")
+    auc = serializers.FloatField(help_text="How well the feature alone ranks the outcome (0.5: not at all).")
+    direction = serializers.ChoiceField(choices=[("+", "raises the score"), ("-", "lowers the score")])
+    lift_above_median = serializers.FloatField(allow_null=True)
+    rows_known = serializers.IntegerField()
+
+
+class DiscoveryOutputSerializer(serializers.Serializer[Any]):
+    kind = serializers.CharField()
+    positive_label = serializers.CharField(required=False)
+    rows = serializers.IntegerField(help_text="Labelled snapshot rows.")
+    positives = serializers.IntegerField()
+    snapshots = serializers.ListField(child=serializers.DateField(), required=False)
+    features = FeatureEvidenceSerializer(many=True, help_text="Strongest evidence first.")
+    note = serializers.CharField(required=False)
+
+
+# --- scores -------------------------------------------------------------------------------------------------------
+
+
 class ScoreOutputSerializer(serializers.ModelSerializer[Score]):
     entity_id = serializers.SerializerMethodField()
     external_id = serializers.SerializerMethodField()
     account_external_id = serializers.SerializerMethodField(help_text="Champion scores: the account's id.")
     value = serializers.SerializerMethodField(method_name="rounded_value")
+    reasons = ReasonsField(read_only=True)
 
     class Meta:
         model = Score
@@ -58,7 +204,7 @@ class ScoreOutputSerializer(serializers.ModelSerializer[Score]):
 
 
 class ScoreFilter(django_filters.FilterSet):
-    kind = django_filters.ChoiceFilter(choices=KIND_CHOICES)
+    kind = django_filters.ChoiceFilter(choices=KIND_CHOICES, required=True)
 
     class Meta:
         model = Score
@@ -113,11 +259,15 @@ class ScoringSettingsView(TenantScopedAPIView):
 
     write_capability = Capability.MANAGE_TENANT
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="The effective scoring settings (defaults filled in)")
+    @extend_schema(responses=ScoringSettingsSerializer, summary="The effective scoring settings (defaults filled in)")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(settings_get(tenant=self.tenant))
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT, summary="Replace the settings")
+    @extend_schema(
+        request=ScoringSettingsSerializer,
+        responses={200: ScoringSettingsSerializer, 400: INVALID},
+        summary="Replace the settings (a section left out takes its default)",
+    )
     def put(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
             settings = settings_set(tenant=self.tenant, raw=request.data, now=timezone.now())
@@ -128,6 +278,7 @@ class ScoringSettingsView(TenantScopedAPIView):
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer[ModelVersion]):
     id = serializers.SerializerMethodField()
+    metrics = MetricsField(read_only=True)
 
     class Meta:
         model = ModelVersion
@@ -151,7 +302,8 @@ class ModelVersionFilter(django_filters.FilterSet):
 
 
 class ModelVersionPagination(CursorPagination):
-    ordering = "-created_at"
+    # Newest first by id, a unique cursor position: the nightly retrain starts every kind at the same created_at.
+    ordering = "-id"
 
 
 class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
@@ -166,7 +318,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     def get_queryset(self) -> QuerySet[ModelVersion]:
         return super().get_queryset().defer("artifact")
 
-    @extend_schema(request=TrainInputSerializer, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(request=TrainInputSerializer, responses={202: TrainOutputSerializer, 400: INVALID})
     @action(detail=False, methods=["post"])
     def train(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = TrainInputSerializer(data=request.data)
@@ -182,8 +334,12 @@ class DiscoveryView(TenantScopedAPIView):
     """Signal discovery: per candidate feature, positives vs negatives (means, spread, significance, lift)."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("kind", str, enum=[kind.value for kind in LEARNED_KINDS])],
-        responses=OpenApiTypes.OBJECT,
+        parameters=[
+            OpenApiParameter(
+                "kind", str, enum=[kind.value for kind in LEARNED_KINDS], description="Default: conversion."
+            )
+        ],
+        responses={200: DiscoveryOutputSerializer, 400: INVALID},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         kind = request.query_params.get("kind", ScoreKind.CONVERSION)

@@ -81,7 +81,10 @@ def merged(stored: dict[str, Any] | None) -> dict[str, Any]:
     for key, value in (stored or {}).items():
         if key == "models" and isinstance(value, dict):
             for kind, settings in value.items():
-                result["models"].setdefault(kind, {}).update(settings)
+                if isinstance(settings, dict):
+                    result["models"].setdefault(kind, {}).update(settings)
+                else:  # not an object: kept as sent, so validation names it
+                    result["models"][kind] = settings
         elif key in ("stages", "champion", "size_segments") and isinstance(value, dict):
             result[key].update(value)
         else:
@@ -117,28 +120,35 @@ def validate(raw: Any) -> dict[str, Any]:
     if not isinstance(stages, dict) or set(stages) != {"trial", "paying", "churned"}:
         errors["stages"] = "must have exactly trial, paying and churned"
     else:
-        seen: dict[str, str] = {}
+        seen: dict[str, str] = {}  # stage names match case-insensitively (stage_group)
         for group in ("trial", "paying", "churned"):
             for name in _names(stages[group], f"stages.{group}", errors, allow_empty=False):
-                if name in seen and seen[name] != group:
-                    errors[f"stages.{group}"] = f"{name!r} is already a {seen[name]} stage"
-                seen[name] = group
+                if name.lower() in seen and seen[name.lower()] != group:
+                    errors[f"stages.{group}"] = f"{name!r} is already a {seen[name.lower()]} stage"
+                seen[name.lower()] = group
     _names(settings["key_events"], "key_events", errors)
     _names(settings["excluded_properties"], "excluded_properties", errors)
 
     models = settings["models"]
-    for kind in ("conversion", "churn", "health"):
-        section = models.get(kind)
-        if not isinstance(section, dict):
-            errors[f"models.{kind}"] = "must be an object"
-            continue
-        _number(section.get("horizon_days"), f"models.{kind}.horizon_days", errors, low=1, high=MAX_HORIZON_DAYS)
-        extra = set(section) - {"horizon_days", "activity_events"}
-        if extra or ("activity_events" in section and kind != "health"):
-            errors[f"models.{kind}"] = "only horizon_days" + (" and activity_events" if kind == "health" else "")
-    if set(models) - {"conversion", "churn", "health"}:
-        errors["models"] = "only conversion, churn and health have settings"
-    _names(models.get("health", {}).get("activity_events", []), "models.health.activity_events", errors)
+    if not isinstance(models, dict):
+        errors["models"] = "must be an object"
+    else:
+        for kind in ("conversion", "churn", "health"):
+            section = models.get(kind)
+            if not isinstance(section, dict):
+                errors[f"models.{kind}"] = "must be an object"
+                continue
+            path = f"models.{kind}.horizon_days"
+            horizon = _number(section.get("horizon_days"), path, errors, low=1, high=MAX_HORIZON_DAYS)
+            if path not in errors and not horizon.is_integer():
+                errors[path] = f"must be a whole number of days from 1 to {MAX_HORIZON_DAYS}"
+            extra = set(section) - {"horizon_days", "activity_events"}
+            if extra or ("activity_events" in section and kind != "health"):
+                errors[f"models.{kind}"] = "only horizon_days" + (" and activity_events" if kind == "health" else "")
+            if kind == "health":
+                _names(section.get("activity_events", []), "models.health.activity_events", errors)
+        if set(models) - {"conversion", "churn", "health"}:
+            errors["models"] = "only conversion, churn and health have settings"
 
     milestones = settings["milestones"]
     if not isinstance(milestones, list):
