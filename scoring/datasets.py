@@ -44,7 +44,8 @@ def eligible(history: History, settings: dict[str, Any], kind: str, at: datetime
         return [pk for pk in candidates if stage_group(settings, _stage(history, EntityType.ACCOUNT, pk, at)) == wanted]
     if kind == ScoreKind.HEALTH:
         cutoff = snapshot_day(at)
-        return [pk for pk in candidates if history.first_day.get((EntityType.USER, pk), cutoff) < cutoff]
+        first = history.first_day.lookup(EntityType.USER, np.asarray(candidates, dtype=np.int64), cutoff)
+        return [pk for pk, day in zip(candidates, first.tolist(), strict=True) if day < cutoff]
     raise ValueError(f"no dataset for {kind}")
 
 

@@ -70,7 +70,7 @@ def discovery_report(*, tenant: Tenant, kind: str, now: datetime) -> dict[str, A
     settings = working_settings(tenant=tenant)
     history = load_history(tenant)
     key_events = key_events_of(history, settings["key_events"])
-    dataset = training_set(history, settings, kind, now, _candidates(tenant, kind), key_events, _earliest(history))
+    dataset = training_set(history, settings, kind, now, _candidates(tenant, kind), key_events, _earliest(tenant))
     if not dataset.tables:
         return {"kind": kind, "rows": 0, "positives": 0, "features": [],
                 "note": "no labelled snapshot yet: the history is shorter than the horizon"}  # fmt: skip

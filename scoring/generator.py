@@ -11,11 +11,12 @@ The simulation (`World`) is pure and deterministic: the same seed, size and end 
 
 How the world works (knobs below):
 - An account starts a trial at a random time in the window (stage `Trial`). Its hidden conversion
-  propensity p is the logistic of size, industry and a latent "fit". During the trial, p alone drives
-  activity: how busy the team is, how many teammates are invited, how many integrations get connected,
-  how much of the activity is key events. With probability p it converts (stage `Customer`, a paid plan)
-  5-30 days after the trial started; otherwise it goes dormant after the trial, and some of those trials
-  are closed (stage `Churned`).
+  propensity p is the logistic of size, industry and a latent "fit". The fit shows from the first hour, as it
+  does in real sign-ups, only partly: in the sign-up answer (`use_case`) and in how many onboarding steps the
+  owner completes. During the trial, p alone drives activity: how busy the team is, how soon and how many
+  teammates are invited, how soon and how many integrations get connected, how much of the activity is key
+  events. With probability p it converts (stage `Customer`, a paid plan) 5-30 days after the trial started;
+  otherwise it goes dormant after the trial, and some of those trials are closed (stage `Churned`).
 - A customer churns with its hidden churn propensity q, 2-9 weeks after converting; its activity decays
   over the four weeks before.
 - Users are invited over the trial (and after conversion), first one `Owner`, then `Admin`s and `Member`s;
@@ -89,8 +90,17 @@ CHURN_NOISE = 0.7
 CUSTOMER_LIFETIME_DAYS = (14.0, 60.0)  # conversion -> churn, for the customers that churn
 CHURN_DECAY_DAYS = 28  # activity fades over these days before churning
 
+# What the fit shows on the first day: the sign-up answer (use case -> its affinity with fit; an answer is drawn
+# with weight exp(SIGNUP_CLARITY * affinity * fit)), and onboarding steps, each done with probability
+# logistic(ONBOARDING_FIT * fit + ONBOARDING_BASE).
+USE_CASES = {"team reporting": 1.2, "client dashboards": 0.5, "data exploration": 0.0, "evaluating tools": -0.6,
+             "personal project": -1.2}  # fmt: skip
+SIGNUP_CLARITY = 2.0
+ONBOARDING_STEPS = ("connect_data", "create_report", "invite_team", "set_alert", "share_dashboard")
+ONBOARDING_FIT, ONBOARDING_BASE = 1.5, -0.3
+
 # Activity of an account (multiplies its users' rates) by phase.
-TRIAL_LEVEL = (0.3, 1.5)  # base + slope * p
+TRIAL_LEVEL = (0.15, 2.5)  # base + slope * p
 DORMANT_LEVEL = 0.05  # trials that ended without converting
 CUSTOMER_LEVEL = (1.1, -0.3)  # base + slope * q
 WEEKEND_FACTOR = 0.25  # weekdays see 4x the activity of weekend days
@@ -107,7 +117,9 @@ ACTIVITY_SIGMA = 0.6  # log-normal spread of the users' activity levels
 QUIET_START = 0.05  # daily chance that an active user goes quiet ...
 QUIET_END = 0.12  # ... and that a quiet one comes back (quiet stretches last ~8 days)
 TRIAL_JOINERS = (0.15, 1.1)  # share of the team invited during the trial: base + slope * p
-INTEGRATION_TRIES = 3  # during a trial, each try connects an integration with probability p
+TRIAL_INVITE_DAYS = (0.3, 2.0, 19.0)  # invited after uniform(first, second + third * (1 - p)) days of the trial
+INTEGRATION_TRIES = 3  # during a trial, each try connects an integration with probability p ...
+INTEGRATION_DAYS = (0.2, 2.0, 18.0)  # ... after uniform(first, second + third * (1 - p)) days
 # Plans: name -> (seat_limit, storage_limit_gb); customers get a plan by size.
 PLANS = {"trial": (10, 5), "team": (10, 50), "business": (50, 500), "enterprise": (500, 5_000)}
 PLAN_BY_SIZE = {"small": "team", "mid": "business", "large": "enterprise"}
@@ -118,7 +130,7 @@ STORAGE_GB_PER_EVENT = 0.004
 
 EVENT_NAMES = (
     "login", "report_created", "dashboard_viewed", "teammate_invited", "integration_connected",
-    "export_downloaded", "alert_created",
+    "export_downloaded", "alert_created", "onboarding_step_completed",
 )  # fmt: skip
 KEY_EVENTS = ("report_created", "alert_created")
 INTEGRATIONS = ("slack", "hubspot", "salesforce", "jira", "github", "bigquery")
@@ -238,6 +250,22 @@ class GroundTruth:
         decided = self.decided_accounts().values()
         return auc([a.propensity for a in decided], [a.converted for a in decided])
 
+    def conversion_chance(self, account: str, at: datetime, horizon_days: float) -> float:
+        """The best forecast the hidden truth allows that `account`, a trial still running at `at` (not converted,
+        not closed), reaches a paying stage within `horizon_days`: its propensity, updated by how much of its
+        conversion window (CONVERSION_AFTER_DAYS after the trial started) has passed without a conversion. The
+        oracle of a model's training row; 0 for a trial past its window."""
+        truth = self.accounts[account]
+        age = (at - datetime.fromisoformat(truth.trial_started_at)) / DAY
+        low, high = CONVERSION_AFTER_DAYS
+
+        def converts_after(days: float) -> float:  # of the trials that convert, the share converting after `days`
+            return min(1.0, max(0.0, (high - days) / (high - low)))
+
+        p = truth.propensity
+        running = p * converts_after(age) + (1.0 - p)
+        return p * (converts_after(age) - converts_after(age + horizon_days)) / running
+
 
 def auc(scores: list[float], labels: list[bool]) -> float:
     """Mann-Whitney AUC (ties count half); nan without both classes."""
@@ -297,6 +325,7 @@ class _Account:
     converts_at: datetime | None  # planned, may lie after `end`
     churns_at: datetime | None  # planned
     trial_weights: list[float]  # cumulative weights of ACTIVITY_EVENTS during the trial
+    onboarding_steps: int = 0  # of ONBOARDING_STEPS, done in order on the first day
     storage_used: float = 0.0
     storage_limit: float = 0.0
     events_since_tick: int = 0
@@ -354,8 +383,13 @@ CUSTOMER_WEIGHTS = list(itertools.accumulate((4.0, 2.5, 1.5, 1.0)))
 
 def _trial_weights(p: float) -> list[float]:
     """Key events (reports, alerts) make up more of a trial's activity the higher its propensity."""
-    weights = (4.0, 1.0 + 3.0 * p, 1.0, 0.4 + 1.5 * p)
+    weights = (4.0, 0.5 + 6.0 * p, 1.0, 0.2 + 3.0 * p)
     return list(itertools.accumulate(weights))
+
+
+def _signup_answer(rng: random.Random, fit: float) -> str:
+    """The sign-up form's "what will you use it for?": teams that fit answer differently, not always."""
+    return _pick(rng, {name: math.exp(SIGNUP_CLARITY * affinity * fit) for name, affinity in USE_CASES.items()})
 
 
 class World:
@@ -409,6 +443,8 @@ class World:
         low, high = EMPLOYEES[size]
         employees = round(math.exp(rng.uniform(math.log(low), math.log(high))))
         fit = rng.gauss(0.0, 1.0)
+        use_case = _signup_answer(rng, fit)
+        onboarding = sum(rng.random() < _logistic(ONBOARDING_FIT * fit + ONBOARDING_BASE) for _step in ONBOARDING_STEPS)
         p = _logistic(CONVERSION_BASE + SIZE_EFFECT[size] + INDUSTRIES[industry][1] + FIT_WEIGHT * fit)
         q = _logistic(CHURN_BASE + CHURN_SIZE_EFFECT[size] - CHURN_FIT_WEIGHT * fit + rng.gauss(0.0, CHURN_NOISE))
         day = self.start + timedelta(days=math.floor(rng.uniform(0, span)))
@@ -432,7 +468,7 @@ class World:
             n=n, ref=AccountRef(external_id=f"acct-{n:06d}", domain=domain), domain=domain, name=name, size=size,
             industry=industry, employees=employees, country=_pick(rng, COUNTRIES), propensity=p,
             churn_propensity=q, trial_started_at=started, will_convert=will_convert, converts_at=converts_at,
-            churns_at=churns_at, trial_weights=_trial_weights(p),
+            churns_at=churns_at, trial_weights=_trial_weights(p), onboarding_steps=onboarding,
         )  # fmt: skip
         seats, storage = PLANS["trial"]
         account.storage_used = round(STORAGE_START_GB * STORAGE_SIZE_FACTOR[size], 2)
@@ -441,7 +477,7 @@ class World:
         self._schedule(started, self._upsert_account(account, started, {
             "name": name, "industry": industry, "employees": employees, "country": account.country,
             "plan": "trial", "seat_limit": seats, "storage_limit_gb": storage,
-            "storage_used_gb": account.storage_used, "stage": "Trial",
+            "storage_used_gb": account.storage_used, "stage": "Trial", "use_case": use_case,
         }))  # fmt: skip
         if converts_at is not None:
             plan = PLAN_BY_SIZE[size]
@@ -466,8 +502,11 @@ class World:
                 role, joined = "Owner", account.trial_started_at + timedelta(seconds=30)
             else:
                 role = "Admin" if rng.random() < ADMIN_SHARE else "Member"
-                if k <= in_trial:
-                    joined = account.trial_started_at + timedelta(days=rng.uniform(1.0, 21.0))
+                if k <= in_trial:  # the keener the team, the sooner
+                    first, base, slope = TRIAL_INVITE_DAYS
+                    joined = account.trial_started_at + timedelta(
+                        days=rng.uniform(first, base + slope * (1.0 - account.propensity))
+                    )
                 elif account.converts_at is not None:
                     joined = account.converts_at + timedelta(days=rng.uniform(1.0, 60.0))
                 else:
@@ -482,8 +521,18 @@ class World:
             if k == 0:
                 owner = user
         assert owner is not None
-        for _try in range(INTEGRATION_TRIES):  # the owner connects integrations, more of them the higher p
-            at = (account.trial_started_at + timedelta(days=rng.uniform(0.2, 20.0))).replace(microsecond=0)
+        at = account.trial_started_at + timedelta(minutes=2)
+        for step in ONBOARDING_STEPS[: account.onboarding_steps]:  # the owner's first session
+            at += timedelta(minutes=rng.uniform(1.0, 15.0))
+            self._schedule(at.replace(microsecond=0), Track(
+                name="onboarding_step_completed", at=at.replace(microsecond=0),
+                user=UserRef(external_id=owner.external_id), account=AccountRef(external_id=account.external_id),
+                properties=parse_properties({"step": step}, "metadata", allow_lists=False),
+            ))  # fmt: skip
+        first, base, slope = INTEGRATION_DAYS
+        for _try in range(INTEGRATION_TRIES):  # the owner connects integrations, more and sooner the higher p
+            days = rng.uniform(first, base + slope * (1.0 - account.propensity))
+            at = (account.trial_started_at + timedelta(days=days)).replace(microsecond=0)
             if rng.random() < account.propensity and account.level(at) > 0:
                 self._schedule(at, Track(
                     name="integration_connected", at=at, user=UserRef(external_id=owner.external_id),

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 from django.db import transaction
 from django.db.models import Max
 
@@ -34,24 +38,67 @@ from scoring.models import (
     ScoringSettings,
 )
 from scoring.qualification import qualification
-from scoring.reasons import PEERS, pick, render
+from scoring.reasons import MAX_REASONS_PER_DIRECTION, MIN_WEIGHT, PEERS, render
 from scoring.rules import rule_scores, signal_components
 from signals.features import (
+    ENTITY_TYPES,
+    LEVELS,
     WINDOWS,
     FeatureSpec,
     History,
     RawFeatures,
+    Scope,
+    TeamActivity,
+    entity_slots,
     key_events_of,
     load_history,
-    members_as_of,
-    membership_activity,
-    properties_as_of,
+    pg_array,
+    property_column,
+    team_activity,
 )
 
 logger = logging.getLogger(__name__)
 LEARNED_KINDS = (ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.HEALTH)
 HISTORY_MIN_CHANGE = 0.01
 SCORING_LOOKBACK_DAYS = max(WINDOWS) + 70  # the longest window, plus the trend's previous 30 days, plus slack
+PAIR_LOOKBACK_DAYS = 31  # user-in-account activity is read over 30 days (active seats, champions), plus a day
+WRITE_BATCH = 20_000  # scores per INSERT statement
+MEMBERSHIP_KEYS: dict[str, list[str]] = {EntityType.MEMBERSHIP: ["role"]}  # the membership property features read
+# What training each kind reads: the rollup levels, and whose properties.
+TRAINING_DATA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    ScoreKind.CONVERSION: (("account", "pair"), (EntityType.ACCOUNT, EntityType.MEMBERSHIP)),
+    ScoreKind.CHURN: (("account", "pair"), (EntityType.ACCOUNT, EntityType.MEMBERSHIP)),
+    ScoreKind.HEALTH: (("user",), (EntityType.USER, EntityType.MEMBERSHIP)),
+}
+
+
+# --- where the time goes (benchmarks, profiling) ------------------------------------------------------------
+
+_phases: ContextVar[dict[str, float] | None] = ContextVar("scoring_phases", default=None)
+
+
+@contextmanager
+def phase_timings() -> Iterator[dict[str, float]]:
+    """Seconds per phase (load_history, features, predict, reasons, write, train.*) of the scoring inside."""
+    collected: dict[str, float] = {}
+    token = _phases.set(collected)
+    try:
+        yield collected
+    finally:
+        _phases.reset(token)
+
+
+@contextmanager
+def _phase(name: str) -> Iterator[None]:
+    collected = _phases.get()
+    if collected is None:
+        yield
+        return
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        collected[name] = collected.get(name, 0.0) + time.perf_counter() - began
 
 
 # --- settings ---------------------------------------------------------------------------------------
@@ -117,8 +164,14 @@ def model_version_start(*, tenant: Tenant, kind: str, now: datetime) -> ModelVer
 
 
 def _candidates(tenant: Tenant, kind: str) -> list[int]:
-    model = EndUser if kind == ScoreKind.HEALTH else Account
-    return list(model.objects.for_tenant(tenant).order_by("pk").values_list("pk", flat=True))
+    """Every user (health) or account id of the tenant, ascending."""
+    model: type[EndUser] | type[Account] = EndUser if kind == ScoreKind.HEALTH else Account
+    rows = model.objects.sql(
+        tenant,
+        f"SELECT array_send(array_agg(id)) FROM {model._meta.db_table} WHERE tenant_id = %(tenant)s",  # noqa: S608
+        {},
+    )
+    return np.sort(pg_array(rows[0][0] if rows else None)).tolist()
 
 
 def _baseline(kind: str, tables: Sequence[RawFeatures]) -> np.ndarray:
@@ -135,17 +188,21 @@ def model_train(*, tenant: Tenant, version_id: int, now: datetime) -> ModelVersi
     kind = version.kind
     try:
         settings = working_settings(tenant=tenant)
-        history = load_history(tenant)
+        levels, entity_types = TRAINING_DATA[kind]
+        with _phase("train.load_history"):
+            history = load_history(tenant, levels=levels, entity_types=entity_types, property_keys=MEMBERSHIP_KEYS)
+            earliest = _earliest(tenant)
         key_events = key_events_of(history, settings["key_events"])
-        earliest = _earliest(history)
-        dataset = training_set(history, settings, kind, now, _candidates(tenant, kind), key_events, earliest)
+        with _phase("train.features"):
+            dataset = training_set(history, settings, kind, now, _candidates(tenant, kind), key_events, earliest)
         if not dataset.tables:
             raise NotEnoughLabels("no snapshot with labels yet: the history is shorter than the horizon")
-        spec = FeatureSpec.fit(dataset.tables)
-        fitted = train(
-            dataset.matrix(spec), dataset.labels, dataset.snapshot_of_row, spec.columns,
-            _baseline(kind, dataset.tables),
-        )  # fmt: skip
+        with _phase("train.fit"):
+            spec = FeatureSpec.fit(dataset.tables)
+            fitted = train(
+                dataset.matrix(spec), dataset.labels, dataset.snapshot_of_row, spec.columns,
+                _baseline(kind, dataset.tables),
+            )  # fmt: skip
     except NotEnoughLabels as exc:
         version.status, version.error, version.trained_at = ModelStatus.REJECTED, str(exc), now
         version.save(update_fields=["status", "error", "trained_at"])
@@ -186,13 +243,17 @@ def model_train(*, tenant: Tenant, version_id: int, now: datetime) -> ModelVersi
     return version
 
 
-def _earliest(history: History) -> datetime | None:
-    days = list(history.first_day.values())
-    if not days:
-        return None
-    from datetime import UTC, date, time
+def _earliest(tenant: Tenant) -> datetime | None:
+    """Midnight of the tenant's first day with activity (of any account or user)."""
+    from signals.models import DailyRollup
 
-    return datetime.combine(date.fromordinal(min(days)), time(0), tzinfo=UTC)
+    rows = DailyRollup.objects.sql(
+        tenant,
+        "SELECT min(day) FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND (account_id = 0 OR end_user_id = 0)",
+        {},
+    )
+    first = rows[0][0] if rows else None
+    return None if first is None else datetime.combine(first, datetime.min.time(), tzinfo=UTC)
 
 
 # --- scoring -------------------------------------------------------------------------------------------
@@ -214,34 +275,126 @@ def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, An
     peers = PEERS.get(kind, "peers")
     if version is not None:
         artifact = _artifact(version)
-        raw = features(history, settings, kind, now, ids, artifact.key_events)
-        x = artifact.spec.matrix(raw)
-        values = artifact.trained.predict(x)
-        groups, contributions = artifact.trained.contributions(x)
-        reasons = []
-        for row in range(len(ids)):
-            candidates = []
-            for slot, g in enumerate(groups):
-                name = artifact.trained.group_names[g]
-                describe, value = _describe(artifact.spec, raw, name, row)
-                median = artifact.trained.positive_medians.get(name)
-                text = render(name, value, describe, median=median, peers=peers)
-                candidates.append((name, float(contributions[row, slot]), text))
-            reasons.append(pick(candidates))
-        return Computed(ids, values, reasons, version.version, False, _details(kind, raw, settings))
+        with _phase("features"):
+            raw = features(history, settings, kind, now, ids, artifact.key_events)
+            x = artifact.spec.matrix(raw)
+        with _phase("predict"):
+            values = artifact.trained.predict(x)
+        with _phase("contributions"):
+            groups, contributions = artifact.trained.contributions(x)
+        with _phase("reasons"):
+            reasons = _model_reasons(artifact, raw, groups, contributions, peers)
+        with _phase("details"):
+            details = _details(kind, raw, settings)
+        return Computed(ids, values, reasons, version.version, False, details)
     key_events = key_events_of(history, settings["key_events"])
-    raw = features(history, settings, kind, now, ids, key_events)
-    scores = rule_scores(kind, raw.numbers, len(ids), signal_components(raw.describe, kind))
-    medians = {name: float(np.nanmedian(raw.numbers[name])) if len(ids) else 0.0 for name in scores.features}
-    reasons = []
-    for row in range(len(ids)):
-        candidates = []
-        for slot, name in enumerate(scores.features):
-            value = float(raw.numbers[name][row])
-            text = render(name, value, raw.describe.get(name, {}), median=medians[name], peers="peers")
-            candidates.append((name, float(scores.contributions[row, slot]), text))
-        reasons.append(pick(candidates))
-    return Computed(ids, scores.values, reasons, None, True, _details(kind, raw, settings))
+    with _phase("features"):
+        raw = features(history, settings, kind, now, ids, key_events)
+    with _phase("predict"):
+        scores = rule_scores(kind, raw.numbers, len(ids), signal_components(raw.describe, kind))
+    with _phase("reasons"):
+        reasons = _rule_reasons(scores, raw, len(ids))
+    with _phase("details"):
+        details = _details(kind, raw, settings)
+    return Computed(ids, scores.values, reasons, None, True, details)
+
+
+def choose_reasons(weights: np.ndarray) -> list[list[int]]:
+    """`reasons.pick` for many entities at once: per row of `weights` (entities x candidates), the candidates
+    pick would keep, in its order — the 3 strongest of each direction (at least MIN_WEIGHT), strongest first,
+    or else the single strongest. Texts are rendered for these only."""
+    rows, size = weights.shape
+    if not rows or not size:
+        return [[] for _row in range(rows)]
+    positive, negative = weights >= MIN_WEIGHT, weights <= -MIN_WEIGHT
+    chosen = np.zeros(weights.shape, dtype=bool)
+    for allowed, key in ((positive, -weights), (negative, weights)):
+        strongest = np.argsort(np.where(allowed, key, np.inf), axis=1, kind="stable")[:, :MAX_REASONS_PER_DIRECTION]
+        picked = np.zeros(weights.shape, dtype=bool)
+        np.put_along_axis(picked, strongest, np.take_along_axis(allowed, strongest, axis=1), axis=1)
+        chosen |= picked
+    none = ~chosen.any(axis=1)
+    chosen[none, np.argmax(np.abs(weights[none]), axis=1)] = True
+    # pick's order: by strength; at equal strength positive before negative, then candidate order (stable sorts,
+    # the least significant key first)
+    by_sign = np.argsort(negative, axis=1, kind="stable")
+    strength = np.take_along_axis(np.where(chosen, -np.abs(weights), np.inf), by_sign, axis=1)
+    order = np.take_along_axis(by_sign, np.argsort(strength, axis=1, kind="stable"), axis=1)
+    counts = chosen.sum(axis=1).tolist()
+    return [row[:count] for row, count in zip(order.tolist(), counts, strict=True)]
+
+
+def _round3(values: np.ndarray) -> list[list[float]]:
+    """`round(value, 3)` of every value, as Python rounds (numpy agrees except next to a tie: those are redone)."""
+    rounded = np.round(values, 3)
+    scaled = np.abs(values) * 1000
+    near_tie = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    result = rounded.tolist()
+    for row, column in zip(*np.nonzero(near_tie), strict=True):
+        result[row][column] = round(float(values[row, column]), 3)
+    return result
+
+
+def _reason_rows(
+    chosen: list[list[int]], names: Sequence[str], weights: np.ndarray, text: Callable[[int, int], str]
+) -> list[list[dict[str, Any]]]:
+    """pick's output for each row: {feature, text, direction, weight} of the chosen candidates."""
+    rounded = _round3(weights) if weights.size else [[] for _row in chosen]
+    positive = (weights >= 0).tolist()
+    return [
+        [{"feature": names[slot], "text": text(row, slot), "direction": "+" if positive[row][slot] else "-",
+          "weight": rounded[row][slot]} for slot in slots]
+        for row, slots in enumerate(chosen)
+    ]  # fmt: skip
+
+
+def _renderer(
+    names: Sequence[str], columns: Sequence[Sequence[Any]], describes: Sequence[dict[str, Any]],
+    medians: Sequence[float | None], peers: str, categorical: Sequence[bool],
+) -> Callable[[int, int], str]:  # fmt: skip
+    """text(row, slot): `render` for one candidate, remembered per (candidate, value) — values repeat a lot."""
+    cache: dict[tuple[int, Any], str] = {}
+
+    def text(row: int, slot: int) -> str:
+        value = columns[slot][row]
+        key = (slot, value)
+        found = cache.get(key)
+        if found is None:
+            if categorical[slot]:
+                describe = {**describes[slot], "value": value or "unknown"}
+                found = render(names[slot], 0.0, describe, median=medians[slot], peers=peers)
+            else:
+                found = render(names[slot], float(value), describes[slot], median=medians[slot], peers=peers)
+            cache[key] = found
+        return found
+
+    return text
+
+
+def _model_reasons(
+    artifact: Artifact, raw: RawFeatures, groups: list[int], contributions: np.ndarray, peers: str
+) -> list[list[dict[str, Any]]]:
+    spec, trained = artifact.spec, artifact.trained
+    names = [trained.group_names[g] for g in groups]
+    missing = np.full(len(raw.ids), np.nan)
+    categorical = [name in spec.categories for name in names]
+    columns = [
+        raw.categories.get(name, [None] * len(raw.ids)) if is_category else raw.numbers.get(name, missing).tolist()
+        for name, is_category in zip(names, categorical, strict=True)
+    ]
+    describes = [spec.describe.get(name, {}) for name in names]
+    medians = [trained.positive_medians.get(name) for name in names]
+    text = _renderer(names, columns, describes, medians, peers, categorical)
+    return _reason_rows(choose_reasons(contributions), names, contributions, text)
+
+
+def _rule_reasons(scores: Any, raw: RawFeatures, size: int) -> list[list[dict[str, Any]]]:
+    names = list(scores.features)
+    medians = [float(np.nanmedian(raw.numbers[name])) if size else 0.0 for name in names]
+    columns = [np.asarray(raw.numbers[name], dtype=float).tolist() for name in names]
+    describes = [raw.describe.get(name, {}) for name in names]
+    text = _renderer(names, columns, describes, medians, "peers", [False] * len(names))
+    return _reason_rows(choose_reasons(scores.contributions), names, scores.contributions, text)
 
 
 def _details(kind: str, raw: RawFeatures, settings: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -257,141 +410,334 @@ def _describe(spec: FeatureSpec, raw: RawFeatures, name: str, row: int) -> tuple
     return spec.describe.get(name, {}), value
 
 
-def scores_refresh(*, tenant: Tenant, kind: str, now: datetime, entity_ids: Iterable[int] | None = None) -> int:
-    """(Re)score every entity of `kind`, or only `entity_ids`; returns how many scores were written."""
+def scoring_history(
+    *, tenant: Tenant, kinds: Iterable[str], now: datetime, accounts: Sequence[int] | None = None,
+    users: Sequence[int] | None = None,
+) -> History:  # fmt: skip
+    """What scoring `kinds` at `now` reads, loaded once: the rollup levels and properties those kinds use,
+    from the longest window back. With `accounts` / `users`, only those entities (incremental rescoring):
+    their features are the same as with the whole tenant loaded; percentiles still rank against every score."""
+    kinds = set(kinds)
+    levels: set[str] = set()
+    entity_types: set[str] = {EntityType.MEMBERSHIP}  # roles: seats, users' best role, champions
+    if kinds & {ScoreKind.CONVERSION, ScoreKind.CHURN}:
+        levels |= {"account", "pair"}
+        entity_types.add(EntityType.ACCOUNT)
+    if ScoreKind.HEALTH in kinds:
+        levels.add("user")
+        entity_types.add(EntityType.USER)
+    if ScoreKind.CHAMPION in kinds:
+        levels.add("pair")
+    scope = None if accounts is None and users is None else Scope(tuple(accounts or ()), tuple(users or ()))
+    return load_history(
+        tenant,
+        since=(midnight(now) - timedelta(days=SCORING_LOOKBACK_DAYS)).date(),
+        levels=[level for level in LEVELS if level in levels],
+        pairs_since=(midnight(now) - timedelta(days=PAIR_LOOKBACK_DAYS)).date(),
+        entity_types=[entity_type for entity_type in ENTITY_TYPES if entity_type in entity_types],
+        property_keys=MEMBERSHIP_KEYS,
+        scope=scope,
+    )
+
+
+def scores_refresh(
+    *, tenant: Tenant, kind: str, now: datetime, entity_ids: Iterable[int] | None = None,
+    history: History | None = None,
+) -> int:  # fmt: skip
+    """(Re)score every entity of `kind`, or only `entity_ids`; returns how many scores were written. `history`:
+    one loaded by `scoring_history` for this kind (and these entities), to share between kinds."""
     if kind == ScoreKind.CHAMPION:
-        return champions_refresh(tenant=tenant, now=now, account_ids=entity_ids)
+        return champions_refresh(tenant=tenant, now=now, account_ids=entity_ids, history=history)
     settings = working_settings(tenant=tenant)
-    history = load_history(tenant, since=(midnight(now) - timedelta(days=SCORING_LOOKBACK_DAYS)).date())
     full = entity_ids is None
     candidates = _candidates(tenant, kind) if full else sorted(set(entity_ids or ()))
+    if history is None:
+        with _phase("load_history"):
+            is_user = kind == ScoreKind.HEALTH
+            history = scoring_history(
+                tenant=tenant, kinds=(kind,), now=now,
+                accounts=None if full or is_user else candidates, users=None if full or not is_user else candidates,
+            )  # fmt: skip
     # Every user has a health score, even one first seen today (training rows need history; a score does not).
     ids = candidates if kind == ScoreKind.HEALTH else eligible(history, settings, kind, now, candidates)
     computed = _compute(tenant, kind, history, settings, ids, now)
-    return _write(tenant, kind, ENTITY_OF_KIND[ScoreKind(kind)], computed, now, candidates=candidates, full=full)
+    with _phase("write"):
+        return _write(tenant, kind, ENTITY_OF_KIND[ScoreKind(kind)], computed, now, candidates=candidates, full=full)
+
+
+def _id_array(ids: Iterable[int]) -> str:
+    """A bigint[] parameter as PostgreSQL's array text: much cheaper for both sides than ARRAY[...] of 100,000."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+@dataclass
+class Stored:
+    """The stored scores of one kind, as arrays (model_version -1: none), with their reasons and details."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    percentiles: np.ndarray
+    grades: np.ndarray
+    days: np.ndarray  # UTC day ordinal of computed_at
+    versions: np.ndarray
+    rule_based: np.ndarray
+
+
+def _stored(tenant: Tenant, kind: str, candidates: Sequence[int] | None) -> Stored:
+    where, params = "", {"kind": kind}
+    if candidates is not None:
+        where, params["ids"] = " AND entity_id = ANY(%(ids)s::bigint[])", _id_array(candidates)
+    rows = Score.objects.sql(
+        tenant,
+        "SELECT array_send(array_agg(entity_id)), array_send(array_agg(value)), "  # noqa: S608 - constant
+        "array_send(array_agg(percentile::int4)), array_send(array_agg(grade::int4)), "
+        "array_send(array_agg(((computed_at AT TIME ZONE 'UTC')::date - DATE '0001-01-01' + 1))), "
+        "array_send(array_agg(COALESCE(model_version, -1)::int4)), array_send(array_agg(rule_based::int4)) "
+        f"FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s{where}",
+        params,
+    )
+    row = rows[0] if rows else (None,) * 7
+    return Stored(
+        ids=pg_array(row[0]), values=pg_array(row[1], "f8"), percentiles=pg_array(row[2], "i4"),
+        grades=pg_array(row[3], "i4"), days=pg_array(row[4], "i4"), versions=pg_array(row[5], "i4"),
+        rule_based=pg_array(row[6], "i4"),
+    )  # fmt: skip
+
+
+def _documents(tenant: Tenant, kind: str, ids: Sequence[int]) -> dict[int, list[Any]]:
+    """entity id -> [reasons, details] of these stored scores."""
+    if not ids:
+        return {}
+    rows = Score.objects.sql(
+        tenant,
+        "SELECT json_agg(json_build_array(entity_id, reasons, details))::text FROM scoring_score "
+        "WHERE tenant_id = %(tenant)s AND kind = %(kind)s AND entity_id = ANY(%(ids)s::bigint[])",
+        {"kind": kind, "ids": _id_array(ids)},
+    )
+    return {entity_id: [reasons, details] for entity_id, reasons, details in orjson.loads(rows[0][0] or "[]")}
+
+
+# One statement per batch: the rows travel as one JSON document (cheaper than a parameter per value).
+UPSERT_SCORES = """
+INSERT INTO scoring_score (tenant_id, kind, entity_type, entity_id, value, percentile, grade, reasons, model_version,
+                           rule_based, computed_at, details)
+SELECT %(tenant)s, %(kind)s, %(entity_type)s, r.e, r.v, r.p, r.g, r.r, %(version)s, %(rule_based)s, %(now)s, r.d
+  FROM json_to_recordset(%(rows)s::json) AS r(e bigint, v float8, p int, g int, r jsonb, d jsonb)
+ON CONFLICT (tenant_id, kind, entity_type, entity_id) DO UPDATE SET
+    value = EXCLUDED.value, percentile = EXCLUDED.percentile, grade = EXCLUDED.grade, reasons = EXCLUDED.reasons,
+    model_version = EXCLUDED.model_version, rule_based = EXCLUDED.rule_based, computed_at = EXCLUDED.computed_at,
+    details = EXCLUDED.details
+"""
 
 
 def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now: datetime, *,
            candidates: Sequence[int], full: bool) -> int:  # fmt: skip
-    scores = Score.objects.for_tenant(tenant).filter(kind=kind)
-    previous = {
-        entity_id: (value, grade, computed_at)
-        for entity_id, value, grade, computed_at in scores.filter(
-            **({} if full else {"entity_id__in": list(candidates)})
-        ).values_list("entity_id", "value", "grade", "computed_at")
-    }
-    if full:
-        population = computed.values
-    else:
-        others = scores.exclude(entity_id__in=computed.ids).values_list("value", flat=True)
-        population = np.concatenate([np.fromiter(others, dtype=float), computed.values])
-    ranks = percentiles(computed.values, population)
-    grade = grades(ranks)
-    rows, history = [], []
-    for n, pk in enumerate(computed.ids):
-        value = float(computed.values[n])
-        rows.append(
-            Score(
-                tenant=tenant, kind=kind, entity_type=entity_type, entity_id=pk, value=value,
-                percentile=int(ranks[n]), grade=int(grade[n]), reasons=computed.reasons[n],
-                model_version=computed.model_version, rule_based=computed.rule_based, computed_at=now,
-                details=computed.details[n] if computed.details is not None else {},
-            )
-        )  # fmt: skip
-        before = previous.get(pk)
-        if (
-            before is None
-            or abs(before[0] - value) >= HISTORY_MIN_CHANGE
-            or before[1] != int(grade[n])
-            or (before[2].date() != now.date())
-        ):
-            history.append(
-                ScoreHistory(
-                    tenant=tenant, kind=kind, entity_type=entity_type, entity_id=pk, value=value,
-                    grade=int(grade[n]), model_version=computed.model_version, computed_at=now,
-                )
-            )  # fmt: skip
-    with transaction.atomic():
-        stale = set(previous) - set(computed.ids)
+    """Store the scores (upsert), drop those of entities no longer scored, append ScoreHistory where a score is
+    new, moved by HISTORY_MIN_CHANGE or changed grade, or on a new day. Plain SQL: an ORM object per score
+    cost more than computing it."""
+    ids = np.asarray(computed.ids, dtype=np.int64)
+    values = np.asarray(computed.values, dtype=float)
+    with _phase("write: read stored"):
+        stored = _stored(tenant, kind, None if full else candidates)
         if full:
-            scores.exclude(entity_id__in=computed.ids).delete()
-        elif stale:
-            scores.filter(entity_id__in=stale).delete()
-        Score.objects.for_tenant(tenant).bulk_create(
-            rows,
-            batch_size=2000,
-            update_conflicts=True,
-            unique_fields=["tenant", "kind", "entity_type", "entity_id"],
-            update_fields=[
-                "value",
-                "percentile",
-                "grade",
-                "reasons",
-                "model_version",
-                "rule_based",
-                "computed_at",
-                "details",
-            ],
+            population = values
+        else:
+            others = Score.objects.sql(
+                tenant,
+                "SELECT array_send(array_agg(value)) FROM scoring_score WHERE tenant_id = %(tenant)s "
+                "AND kind = %(kind)s AND NOT (entity_id = ANY(%(ids)s::bigint[]))",
+                {"kind": kind, "ids": _id_array(computed.ids)},
+            )
+            population = np.concatenate([pg_array(others[0][0] if others else None, "f8"), values])
+    ranks = percentiles(values, population)
+    grade = grades(ranks)
+    details = computed.details if computed.details is not None else [{}] * len(ids)
+    before = entity_slots(ids, stored.ids)
+    known = before >= 0
+    if len(stored.ids):
+        was = np.maximum(before, 0)
+        moved = (
+            ~known
+            | (np.abs(np.where(known, stored.values[was], 0.0) - values) >= HISTORY_MIN_CHANGE)
+            | (np.where(known, stored.grades[was], -1) != grade)
+            | (np.where(known, stored.days[was], -1) != now.date().toordinal())
         )
-        ScoreHistory.objects.for_tenant(tenant).bulk_create(history, batch_size=2000)
-    return len(rows)
+        # A score identical to the stored one in all but computed_at only gets its time set (no index changes).
+        same = (
+            known
+            & (stored.values[was] == values)
+            & (stored.percentiles[was] == ranks)
+            & (stored.grades[was] == grade)
+            & (stored.versions[was] == (-1 if computed.model_version is None else computed.model_version))
+            & (stored.rule_based[was] == int(computed.rule_based))
+        )
+        with _phase("write: read stored"):
+            documents = _documents(tenant, kind, ids[same].tolist())
+        for n in np.flatnonzero(same).tolist():
+            document = documents[int(ids[n])]
+            same[n] = document[0] == computed.reasons[n] and document[1] == details[n]
+    else:
+        moved = np.ones(len(ids), dtype=bool)
+        same = np.zeros(len(ids), dtype=bool)
+    stale = np.setdiff1d(stored.ids, ids)
+    id_list, value_list, rank_list, grade_list = ids.tolist(), values.tolist(), ranks.tolist(), grade.tolist()
+    changed = np.flatnonzero(~same).tolist()
+    with transaction.atomic():
+        with _phase("write: delete"):
+            if full:
+                Score.objects.sql(
+                    tenant,
+                    "DELETE FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
+                    "AND NOT (entity_id = ANY(%(ids)s::bigint[]))",
+                    {"kind": kind, "ids": _id_array(id_list)},
+                )
+            elif len(stale):
+                Score.objects.sql(
+                    tenant,
+                    "DELETE FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
+                    "AND entity_id = ANY(%(ids)s::bigint[])",
+                    {"kind": kind, "ids": _id_array(stale.tolist())},
+                )
+        with _phase("write: unchanged"):
+            if same.any():
+                Score.objects.sql(
+                    tenant,
+                    "UPDATE scoring_score SET computed_at = %(now)s WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
+                    "AND entity_id = ANY(%(ids)s::bigint[])",
+                    {"kind": kind, "now": now, "ids": _id_array(ids[same].tolist())},
+                )
+        for start in range(0, len(changed), WRITE_BATCH):
+            with _phase("write: encode"):
+                rows = orjson.dumps([
+                    {"e": id_list[n], "v": value_list[n], "p": rank_list[n], "g": grade_list[n],
+                     "r": computed.reasons[n], "d": details[n]}
+                    for n in changed[start : start + WRITE_BATCH]
+                ]).decode()  # fmt: skip
+            with _phase("write: upsert"):
+                Score.objects.sql(tenant, UPSERT_SCORES, {
+                    "kind": kind, "entity_type": entity_type, "version": computed.model_version,
+                    "rule_based": computed.rule_based, "now": now, "rows": rows,
+                })  # fmt: skip
+        with _phase("write: history"):
+            ScoreHistory.objects.copy(
+                tenant,
+                ["kind", "entity_type", "entity_id", "value", "grade", "model_version", "computed_at"],
+                (
+                    (kind, entity_type, id_list[n], value_list[n], grade_list[n], computed.model_version, now)
+                    for n in np.flatnonzero(moved).tolist()
+                ),
+            )
+    return len(id_list)
 
 
 # --- champions ------------------------------------------------------------------------------------------
 
 
-def champions_refresh(*, tenant: Tenant, now: datetime, account_ids: Iterable[int] | None = None) -> int:
+def champions_refresh(
+    *, tenant: Tenant, now: datetime, account_ids: Iterable[int] | None = None, history: History | None = None
+) -> int:
     """Whom to call inside an account: share of the account's key activity (30 days), role weight, health."""
     settings = working_settings(tenant=tenant)
-    history = load_history(tenant, since=(midnight(now) - timedelta(days=40)).date())
-    key_events = key_events_of(history, settings["key_events"])
-    members = members_as_of(history, now + timedelta(microseconds=1))
     full = account_ids is None
-    accounts = sorted(members) if full else sorted(set(account_ids or ()) & set(members))
-    memberships = [pk for account in accounts for pk, _user in members[account]]
-    activity = membership_activity(history, memberships, now + timedelta(microseconds=1), key_events)
+    wanted = None if full else sorted(set(account_ids or ()))
+    if history is None:
+        with _phase("load_history"):
+            history = scoring_history(tenant=tenant, kinds=(ScoreKind.CHAMPION,), now=now, accounts=wanted)
+    began = time.perf_counter()
+    key_events = key_events_of(history, settings["key_events"])
+    at = now + timedelta(microseconds=1)
+    everyone = history.memberships
+    members = np.flatnonzero(everyone.active(at))
+    if wanted is not None:
+        members = members[np.isin(everyone.account[members], wanted)]
+        wanted = np.unique(everyone.account[members]).tolist()  # accounts without members keep their scores
+    members = members[np.lexsort((everyone.pk[members], everyone.account[members]))]  # by account, then id
+    pks, accounts, users = everyone.pk[members], everyone.account[members], everyone.user[members]
+    activity = team_activity(history, pks, at, key_events)
     weights = settings["champion"]["weights"]
     role_weights = settings["champion"]["role_weights"]
-    users = [history.memberships[pk][1] for pk in memberships]
-    health = dict(
-        Score.objects.for_tenant(tenant)
-        .filter(kind=ScoreKind.HEALTH, entity_id__in=users)
-        .values_list("entity_id", "value")
-    )
-    team_events: dict[int, dict[str, float]] = {}
-    for pk in memberships:
-        totals = team_events.setdefault(history.memberships[pk][0], {})
-        for event, count in activity[pk][2].items():
-            totals[event] = totals.get(event, 0.0) + count
+    health = _health_of(tenant, users)
     total_weight = sum(weights.values()) or 1.0
-    values, reasons = np.zeros(len(memberships)), []
-    for n, pk in enumerate(memberships):
-        mine, team, per_event = activity[pk]
-        share = mine / team if team > 0 else 0.0
-        role_name = properties_as_of(history, EntityType.MEMBERSHIP, pk, now + timedelta(microseconds=1)).get("role")
-        role = float(role_weights.get(str(role_name or "").strip().lower(), 0.0))
-        user_health = float(health.get(history.memberships[pk][1], 0.5))
-        parts = {"share": share, "role": role, "health": user_health}
-        values[n] = sum(weights[key] * parts[key] for key in parts) / total_weight
-        candidates = []
-        label = str(role_name).strip() if role_name else "no role"
-        candidates.append(("role", weights["role"] * (role - 0.5) / total_weight, f"{label} in this account"))
-        if per_event:
-            top_event, top_count = max(per_event.items(), key=lambda item: item[1])
-            team_count = team_events[history.memberships[pk][0]].get(top_event, 0.0)
-            share_text = f"{round(100 * top_count / team_count) if team_count else 0}% of the team's {top_event}"
-        else:
-            share_text = "no key activity in this account in 30 days"
-        candidates.append(("share", weights["share"] * (share - 0.25) / total_weight, share_text))
-        candidates.append(
-            ("health", weights["health"] * (user_health - 0.5) / total_weight,
-             f"{round(user_health * 100)}% likely to be active in the coming weeks")
-        )  # fmt: skip
-        reasons.append(pick(candidates))
-    computed = Computed(memberships, values, reasons, None, False)
-    membership_candidates = memberships if full else _memberships_of(tenant, accounts)
-    return _write(tenant, ScoreKind.CHAMPION, ScoredEntity.MEMBERSHIP, computed, now,
-                  candidates=membership_candidates, full=full)  # fmt: skip
+    mine = activity.counts.sum(axis=1)
+    team = activity.account_totals
+    share = np.where(team > 0, mine / np.where(team > 0, team, 1.0), 0.0)
+    role_names = property_column(history, EntityType.MEMBERSHIP, "role", pks, at).tolist()
+    role = np.array([float(role_weights.get(str(name or "").strip().lower(), 0.0)) for name in role_names])
+    parts = {"share": share, "role": role, "health": health}
+    values = _float_sum([weights[key] * parts[key] for key in parts]) / total_weight
+    # The team's count of each member's top key event, for "46% of the team's reports".
+    account_slots = np.unique(accounts, return_inverse=True)[1]
+    team_events = np.zeros((int(account_slots.max()) + 1 if len(pks) else 0, len(activity.events)))
+    np.add.at(team_events, account_slots, activity.counts)
+    contributions = np.column_stack(
+        [weights["role"] * (role - 0.5), weights["share"] * (share - 0.25), weights["health"] * (health - 0.5)]
+    ) / total_weight if len(pks) else np.zeros((0, 3))  # fmt: skip
+    names = ["role", "share", "health"]
+    texts = _champion_texts(role_names, health, activity, team_events, account_slots)
+
+    def text(row: int, slot: int) -> str:
+        return texts[slot][row]
+
+    reasons = _reason_rows(choose_reasons(contributions), names, contributions, text)
+    computed = Computed(pks.tolist(), values, reasons, None, False)
+    collected = _phases.get()
+    if collected is not None:
+        collected["champion scores"] = collected.get("champion scores", 0.0) + time.perf_counter() - began
+    membership_candidates = computed.ids if full else _memberships_of(tenant, wanted or [])
+    with _phase("write"):
+        return _write(tenant, ScoreKind.CHAMPION, ScoredEntity.MEMBERSHIP, computed, now,
+                      candidates=membership_candidates, full=full)  # fmt: skip
+
+
+def _champion_texts(
+    role_names: list[Any], health: np.ndarray, activity: TeamActivity, team_events: np.ndarray,
+    account_slots: np.ndarray,
+) -> tuple[list[str], list[str], list[str]]:  # fmt: skip
+    """Per membership, the texts of its three reasons: role, share of the team's top key event, health."""
+    role_texts: dict[Any, str] = {}
+    roles = []
+    for name in role_names:
+        key = name if isinstance(name, str) or name is None else repr(name)
+        if key not in role_texts:
+            role_texts[key] = f"{str(name).strip() if name else 'no role'} in this account"
+        roles.append(role_texts[key])
+    healths = [f"{percent}% likely to be active in the coming weeks" for percent in np.rint(health * 100).astype(int)]
+    shares = ["no key activity in this account in 30 days"] * len(role_names)
+    counts = activity.counts
+    if counts.shape[1]:
+        rows = np.flatnonzero(counts.any(axis=1))
+        top = np.argmax(counts[rows], axis=1)
+        top_count, team_count = counts[rows, top], team_events[account_slots[rows], top]
+        percent = np.where(team_count != 0, np.rint(100 * top_count / np.where(team_count != 0, team_count, 1)), 0)
+        for row, event, value in zip(rows.tolist(), top.tolist(), percent.astype(int).tolist(), strict=True):
+            shares[row] = f"{value}% of the team's {activity.events[event]}"
+    return roles, shares, healths
+
+
+def _float_sum(terms: Sequence[np.ndarray]) -> np.ndarray:
+    """Element-wise `sum(terms)` exactly as Python adds floats (Neumaier's compensated sum, Python 3.12+)."""
+    total = np.asarray(terms[0], dtype=float)
+    compensation = np.zeros(total.shape)
+    for term in terms[1:]:
+        step = total + term
+        compensation += np.where(np.abs(total) >= np.abs(term), (total - step) + term, (term - step) + total)
+        total = step
+    return np.where((compensation != 0) & np.isfinite(compensation), total + compensation, total)
+
+
+def _health_of(tenant: Tenant, users: np.ndarray) -> np.ndarray:
+    """The stored health score of each user (0.5 where there is none)."""
+    if not len(users):
+        return np.zeros(0)
+    rows = Score.objects.sql(
+        tenant,
+        "SELECT array_send(array_agg(entity_id)), array_send(array_agg(value)) FROM scoring_score "
+        "WHERE tenant_id = %(tenant)s AND kind = %(kind)s AND entity_id = ANY(%(ids)s::bigint[])",
+        {"kind": ScoreKind.HEALTH, "ids": _id_array(np.unique(users).tolist())},
+    )
+    ids, values = (pg_array(rows[0][0]), pg_array(rows[0][1], "f8")) if rows else (np.zeros(0), np.zeros(0))
+    slots = entity_slots(users, ids.astype(np.int64))
+    return np.where(slots >= 0, values[np.maximum(slots, 0)] if len(values) else 0.5, 0.5)
 
 
 def _memberships_of(tenant: Tenant, accounts: Sequence[int]) -> list[int]:
@@ -402,7 +748,8 @@ def _memberships_of(tenant: Tenant, accounts: Sequence[int]) -> list[int]:
 
 
 def rescore_changed(tenant: Tenant, entities: list[tuple[str, int]], now: datetime) -> None:
-    """Processor of dirty marks: rescore the accounts and users that changed, and their champions."""
+    """Processor of dirty marks: rescore the accounts and users that changed, and their champions. Loads only
+    what those entities need (their rollups, properties and memberships)."""
     accounts = sorted({pk for entity_type, pk in entities if entity_type == EntityType.ACCOUNT})
     users = sorted({pk for entity_type, pk in entities if entity_type == EntityType.USER})
     if users:
@@ -414,14 +761,19 @@ def rescore_changed(tenant: Tenant, entities: list[tuple[str, int]], now: dateti
             )
         )
     if accounts:
+        with _phase("load_history"):
+            history = scoring_history(
+                tenant=tenant, kinds=(ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.CHAMPION), now=now,
+                accounts=accounts,
+            )  # fmt: skip
         for kind in (ScoreKind.CONVERSION, ScoreKind.CHURN):
-            scores_refresh(tenant=tenant, kind=kind, now=now, entity_ids=accounts)
-        champions_refresh(tenant=tenant, now=now, account_ids=accounts)
+            scores_refresh(tenant=tenant, kind=kind, now=now, entity_ids=accounts, history=history)
+        champions_refresh(tenant=tenant, now=now, account_ids=accounts, history=history)
 
 
 def scores_refresh_all(*, tenant: Tenant, now: datetime) -> dict[str, int]:
-    """Every kind, every entity (hourly): health first, since champions read it."""
-    return {
-        kind: scores_refresh(tenant=tenant, kind=kind, now=now)
-        for kind in (ScoreKind.HEALTH, ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.CHAMPION)
-    }
+    """Every kind, every entity (hourly): health first, since champions read it. One load for all kinds."""
+    kinds = (ScoreKind.HEALTH, ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.CHAMPION)
+    with _phase("load_history"):
+        history = scoring_history(tenant=tenant, kinds=kinds, now=now)
+    return {kind: scores_refresh(tenant=tenant, kind=kind, now=now, history=history) for kind in kinds}

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
+from django.db import transaction
+from django.db.models import Q
 
 from accounts.models import EntityType, Membership, PropertyChange, PropertyDefinition, StageChange
 from plgapp.models import Tenant
@@ -33,6 +36,51 @@ AUTO_KEY_EVENTS = 10
 NEVER_DAYS = 3650.0  # "days since" for something that never happened
 
 # --- loading ------------------------------------------------------------------------------------------
+
+LEVELS = ("account", "user", "pair")
+ENTITY_TYPES = (EntityType.ACCOUNT, EntityType.USER, EntityType.MEMBERSHIP)
+NEVER_MICROS = int(np.iinfo(np.int64).max)  # a membership that was never left
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ORDINAL = "(day - DATE '0001-01-01' + 1)"  # date.toordinal() in SQL
+_BUCKETS = 8  # aggregates are split this many ways, so no single value nears PostgreSQL's 1 GB limit
+LOAD_WORK_MEM = "64MB"  # per sort or hash of the loading queries (PostgreSQL's default, 4MB, spills to disk)
+
+
+def micros(at: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime: exact, and ordered as the datetimes are."""
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _micros_sql(column: str) -> str:
+    return f"(extract(epoch FROM {column}) * 1000000)::int8"
+
+
+def pg_array(data: Any, kind: str = "i8") -> np.ndarray:
+    """A one-dimensional array without NULLs, from PostgreSQL's binary array format (`array_send(...)`): the
+    fastest way to move millions of numbers through `Model.objects.sql` (no Python object per value)."""
+    if data is None:
+        return np.zeros(0, dtype=np.float64 if kind.startswith("f") else np.int64)
+    values = np.frombuffer(data, dtype=np.dtype([("length", ">i4"), ("value", f">{kind}")]), offset=20)["value"]
+    return values.astype(np.float64 if kind.startswith("f") else np.int64)
+
+
+def entity_slots(entities: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The position of each of `entities` in `ids` (-1 where it is not there); `ids` hold no duplicates."""
+    result = np.full(len(entities), -1, dtype=np.int64)
+    if not len(entities) or not len(ids):
+        return result
+    low, high = int(ids.min()), int(ids.max())
+    if high - low < max(4 * len(ids), 1 << 20):  # a lookup table is cheaper than a search
+        table = np.full(high - low + 1, -1, dtype=np.int64)
+        table[ids - low] = np.arange(len(ids))
+        inside = (entities >= low) & (entities <= high)
+        result[inside] = table[entities[inside] - low]
+        return result
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    found = np.minimum(np.searchsorted(ordered, entities), len(ordered) - 1)
+    return np.where(ordered[found] == entities, order[found], -1)
 
 
 @dataclass
@@ -53,6 +101,116 @@ class Rollups:
 
 
 @dataclass
+class KeyChanges:
+    """The changes of one property key of one entity type, sorted by (entity, time, order of writing)."""
+
+    entity: np.ndarray
+    at: np.ndarray  # microseconds since the epoch
+    values: np.ndarray  # objects: JSON values, None where the key was deleted
+    _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def rows_as_of(self, ids: np.ndarray, at: datetime) -> np.ndarray:
+        """Per id, the row of its latest change strictly before `at` (-1: none)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        low = np.searchsorted(self.entity, ids, side="left")
+        high = np.searchsorted(self.entity, ids, side="right")
+        before = np.concatenate(([0], np.cumsum(self.at < micros(at))))
+        count = before[high] - before[low]  # an entity's rows are in time order: the earlier ones come first
+        return np.where(count > 0, low + count - 1, -1)
+
+    def column(self, kind: str) -> np.ndarray:
+        """The values as `kind`: "value" (as written), "present" (not deleted), "number" (ints, floats and
+        booleans), "strict_number" (not booleans), "boolean", "text" (or None), "epoch" (ISO datetime texts
+        as seconds since the epoch)."""
+        if kind == "value":
+            return self.values
+        if kind not in self._columns:
+            values = self.values.tolist()
+            nan = math.nan
+            if kind == "present":
+                column = np.array([v is not None for v in values], dtype=bool)
+            elif kind == "number":
+                column = np.array([float(v) if isinstance(v, int | float) else nan for v in values], dtype=float)
+            elif kind == "strict_number":
+                column = np.array([_number(v) for v in values], dtype=float)
+            elif kind == "boolean":
+                column = np.array([float(v) if isinstance(v, bool) else nan for v in values], dtype=float)
+            elif kind == "text":
+                column = np.array([v if isinstance(v, str) else None for v in values] + [None], dtype=object)[:-1]
+            elif kind == "epoch":
+                column = np.array([_epoch_seconds(v) for v in values], dtype=float)
+            else:
+                raise ValueError(f"no column {kind}")
+            self._columns[kind] = column
+        return self._columns[kind]
+
+    def gather(self, rows: np.ndarray, kind: str) -> np.ndarray:
+        """`column(kind)` at `rows` (from rows_as_of); a missing row gives NaN, None or False."""
+        column = self.column(kind)
+        if not len(column):
+            missing = {"present": False, "text": None, "value": None}.get(kind, math.nan)
+            return np.full(len(rows), missing, dtype=column.dtype)
+        result = column[np.maximum(rows, 0)]
+        result[rows < 0] = {"present": False, "text": None, "value": None}.get(kind, math.nan)
+        return result
+
+
+@dataclass
+class Memberships:
+    """Memberships as parallel arrays sorted by id; `joined` and `left` in microseconds (never left: NEVER)."""
+
+    pk: np.ndarray
+    account: np.ndarray
+    user: np.ndarray
+    joined: np.ndarray
+    left: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Memberships:
+        zeros = np.zeros(0, dtype=np.int64)
+        return cls(zeros, zeros, zeros, zeros, zeros)
+
+    def __len__(self) -> int:
+        return len(self.pk)
+
+    def active(self, at: datetime) -> np.ndarray:
+        """Which memberships hold at `at`: joined before it and not left by then."""
+        instant = micros(at)
+        return (self.joined < instant) & (self.left >= instant)
+
+    def __getitem__(self, pk: int) -> tuple[int, int, datetime, datetime | None]:
+        """(account id, user id, joined_at, left_at) of one membership."""
+        n = int(np.searchsorted(self.pk, pk))
+        if n >= len(self.pk) or int(self.pk[n]) != pk:
+            raise KeyError(pk)
+        left = int(self.left[n])
+        return (int(self.account[n]), int(self.user[n]), _EPOCH + timedelta(microseconds=int(self.joined[n])),
+                None if left == NEVER_MICROS else _EPOCH + timedelta(microseconds=left))  # fmt: skip
+
+
+@dataclass
+class FirstDays:
+    """The first day with activity (date ordinal) of each account and user: sorted ids and days per type."""
+
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
+    days: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def lookup(self, entity_type: str, ids: np.ndarray, default: int) -> np.ndarray:
+        known, days = self.ids.get(entity_type), self.days.get(entity_type)
+        if known is None or days is None or not len(known):
+            return np.full(len(ids), default, dtype=np.int64)
+        slots = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+        return np.where(known[slots] == ids, days[slots], default)
+
+    def get(self, key: tuple[str, int], default: int | None = None) -> int | None:
+        found = self.lookup(key[0], np.array([key[1]], dtype=np.int64), -1)[0]
+        return default if found < 0 else int(found)
+
+    def values(self) -> list[int]:
+        return [int(day) for days in self.days.values() for day in days]
+
+
+@dataclass
 class History:
     """What features of one tenant need, loaded once; every feature function reads only data before T."""
 
@@ -60,100 +218,286 @@ class History:
     account_rollups: Rollups
     user_rollups: Rollups
     pair_rollups: Rollups
-    # (entity_type, entity_id) -> key -> [(changed_at, value)] sorted by time
-    properties: dict[tuple[str, int], dict[str, list[tuple[datetime, Any]]]]
+    # entity type -> key -> its changes
+    properties: dict[str, dict[str, KeyChanges]]
     stages: dict[tuple[str, int], list[tuple[datetime, str | None]]]
-    # membership id -> (account id, user id, joined_at, left_at)
-    memberships: dict[int, tuple[int, int, datetime, datetime | None]]
+    memberships: Memberships
     property_types: dict[tuple[str, str], str]
-    first_day: dict[tuple[str, int], int] = field(default_factory=dict)  # first activity (date ordinal)
+    first_day: FirstDays = field(default_factory=FirstDays)
+    # The tenant's events per name, for key_events_of, when not every account and user was loaded.
+    name_totals: Callable[[], dict[str, int]] | None = None
 
 
-def _rollups(tenant: Tenant, level: str, since: date | None) -> Rollups:
+@dataclass(frozen=True)
+class Scope:
+    """Some accounts and users of a tenant (incremental rescoring): their rollups, properties, stages and
+    memberships, and the properties of those memberships; nothing about other entities."""
+
+    accounts: tuple[int, ...] = ()
+    users: tuple[int, ...] = ()
+
+
+_LEVEL_ROWS = {
+    "account": "end_user_id = 0 AND account_id <> 0",
+    "user": "account_id = 0 AND end_user_id <> 0",
+    "pair": "account_id <> 0 AND end_user_id <> 0",
+}
+
+
+def _rollups(tenant: Tenant, since: dict[str, date | None], scope: Scope | None) -> dict[str, Rollups]:
+    """The rollups of the levels in `since` (each from its own day on, None: all), in one pass over the table:
+    rows grouped by name and day, each level's ids and counts of a group as binary arrays."""
     from signals.models import DailyRollup  # the rollup model belongs to this app
 
-    queryset = DailyRollup.objects.for_tenant(tenant)
-    if level == "account":
-        queryset = queryset.filter(end_user_id=0).exclude(account_id=0)
-        columns = ("account_id", "end_user_id")
-    elif level == "user":
-        queryset = queryset.filter(account_id=0).exclude(end_user_id=0)
-        columns = ("end_user_id", "account_id")
-    else:
-        queryset = queryset.exclude(account_id=0).exclude(end_user_id=0)
-        columns = ("account_id", "end_user_id")
-    if since is not None:
-        queryset = queryset.filter(day__gte=since)
-    rows = list(queryset.values_list(*columns, "name", "day", "count"))
-    if not rows:
-        return Rollups.empty()
-    names = sorted({row[2] for row in rows})
-    index = {name: n for n, name in enumerate(names)}
-    return Rollups(
-        entity=np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
-        other=np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows)),
-        name=np.fromiter((index[row[2]] for row in rows), dtype=np.int64, count=len(rows)),
-        day=np.fromiter((row[3].toordinal() for row in rows), dtype=np.int64, count=len(rows)),
-        count=np.fromiter((row[4] for row in rows), dtype=np.int64, count=len(rows)),
-        names=names,
+    conditions: list[str] = []
+    columns: list[str] = []
+    params: dict[str, Any] = {}
+    for level, first in since.items():
+        condition = _LEVEL_ROWS[level]
+        if first is not None:
+            condition += f" AND day >= %({level}_since)s"
+            params[f"{level}_since"] = first
+        if scope is not None:
+            side, ids = ("end_user_id", scope.users) if level == "user" else ("account_id", scope.accounts)
+            condition += f" AND {side} = ANY(%({level}_ids)s::bigint[])"
+            params[f"{level}_ids"] = list(ids)
+        conditions.append(f"({condition})")
+        entity = "end_user_id" if level == "user" else "account_id"
+        of_level = f"FILTER (WHERE {_LEVEL_ROWS[level]})"
+        columns += [f"array_send(array_agg({entity}) {of_level})", f"array_send(array_agg(count) {of_level})"]
+        if level == "pair":
+            columns.append(f"array_send(array_agg(end_user_id) {of_level})")
+    if not conditions:
+        return {}
+    rows = DailyRollup.objects.sql(
+        tenant,
+        f"SELECT name, {_ORDINAL}, {', '.join(columns)} FROM signals_dailyrollup "  # noqa: S608 - constant names
+        f"WHERE tenant_id = %(tenant)s AND ({' OR '.join(conditions)}) GROUP BY name, day",
+        params,
     )
+    result: dict[str, Rollups] = {}
+    offset = 2
+    for level in since:
+        width = 3 if level == "pair" else 2
+        mine = [(row[0], row[1], *row[offset : offset + width]) for row in rows if row[offset] is not None]
+        offset += width
+        if not mine:
+            result[level] = Rollups.empty()
+            continue
+        names = sorted({row[0] for row in mine})
+        index = {name: n for n, name in enumerate(names)}
+        entities = [pg_array(row[2]) for row in mine]
+        sizes = [len(part) for part in entities]
+        result[level] = Rollups(
+            entity=np.concatenate(entities),
+            other=np.concatenate([pg_array(row[4]) for row in mine])
+            if level == "pair"
+            else np.zeros(sum(sizes), np.int64),
+            name=np.repeat(np.array([index[row[0]] for row in mine], dtype=np.int64), sizes),
+            day=np.repeat(np.array([row[1] for row in mine], dtype=np.int64), sizes),
+            count=np.concatenate([pg_array(row[3], "i4") for row in mine]),
+            names=names,
+        )
+    return result
 
 
-def load_history(tenant: Tenant, *, since: date | None = None) -> History:
-    """Everything features need for this tenant (rollups from `since` on, if given: scoring at one instant
-    needs only the longest window back)."""
-    properties: dict[tuple[str, int], dict[str, list[tuple[datetime, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for entity_type, entity_id, key, value, changed_at in (
-        PropertyChange.objects.for_tenant(tenant)
-        .order_by("changed_at", "pk")
-        .values_list("entity_type", "entity_id", "key", "value", "changed_at")
-    ):
-        properties[(entity_type, entity_id)][key].append((changed_at, value))
+def _memberships(tenant: Tenant, scope: Scope | None) -> Memberships:
+    where, params = "", {}
+    if scope is not None:
+        where = " AND (account_id = ANY(%(accounts)s::bigint[]) OR end_user_id = ANY(%(users)s::bigint[]))"
+        params = {"accounts": list(scope.accounts), "users": list(scope.users)}
+    rows = Membership.objects.sql(
+        tenant,
+        "SELECT array_send(array_agg(id)), array_send(array_agg(account_id)), array_send(array_agg(end_user_id)), "  # noqa: S608 - constant names
+        f"array_send(array_agg({_micros_sql('joined_at')})), "
+        f"array_send(array_agg(COALESCE({_micros_sql('left_at')}, {NEVER_MICROS}))) "
+        f"FROM accounts_membership WHERE tenant_id = %(tenant)s{where} GROUP BY id %% {_BUCKETS}",
+        params,
+    )
+    if not rows:
+        return Memberships.empty()
+    columns = [np.concatenate([pg_array(row[k]) for row in rows]) for k in range(5)]
+    order = np.argsort(columns[0], kind="stable")
+    return Memberships(*(column[order] for column in columns))
+
+
+def _properties(
+    tenant: Tenant,
+    entity_types: Sequence[str],
+    scope: Scope | None,
+    memberships: Memberships,
+    keys: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, dict[str, KeyChanges]]:
+    where = ""
+    params: dict[str, Any] = {"types": list(entity_types)}
+    for n, (entity_type, wanted) in enumerate(sorted((keys or {}).items())):
+        where += f" AND (entity_type <> %(type{n})s OR key = ANY(%(keys{n})s::text[]))"
+        params.update({f"type{n}": entity_type, f"keys{n}": list(wanted)})
+    if scope is not None:
+        where += (
+            " AND ((entity_type = 'account' AND entity_id = ANY(%(accounts)s::bigint[])) OR "
+            "(entity_type = 'user' AND entity_id = ANY(%(users)s::bigint[])) OR "
+            "(entity_type = 'membership' AND entity_id = ANY(%(memberships)s::bigint[])))"
+        )
+        params.update(accounts=list(scope.accounts), users=list(scope.users), memberships=memberships.pk.tolist())
+    rows = PropertyChange.objects.sql(
+        tenant,
+        "SELECT entity_type, key, array_send(array_agg(entity_id)), "  # noqa: S608 - constant names
+        f"array_send(array_agg({_micros_sql('changed_at')})), array_send(array_agg(id)), json_agg(value)::text "
+        "FROM accounts_propertychange WHERE tenant_id = %(tenant)s AND entity_type = ANY(%(types)s::text[])"
+        f"{where} GROUP BY entity_type, key, entity_id %% {_BUCKETS}",
+        params,
+    )
+    parts: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]]] = defaultdict(list)
+    for entity_type, key, entities, times, pks, values in rows:
+        parsed = orjson.loads(values)
+        parts[(entity_type, key)].append((pg_array(entities), pg_array(times), pg_array(pks), parsed))
+    result: dict[str, dict[str, KeyChanges]] = {entity_type: {} for entity_type in entity_types}
+    for (entity_type, key), chunks in sorted(parts.items()):
+        entity = np.concatenate([chunk[0] for chunk in chunks])
+        at = np.concatenate([chunk[1] for chunk in chunks])
+        pks = np.concatenate([chunk[2] for chunk in chunks])
+        values = np.fromiter((value for chunk in chunks for value in chunk[3]), dtype=object, count=len(entity))
+        order = np.lexsort((pks, at, entity))  # as the history was written: by time, then by insertion
+        result.setdefault(entity_type, {})[key] = KeyChanges(entity=entity[order], at=at[order], values=values[order])
+    return result
+
+
+def _stages(tenant: Tenant, scope: Scope | None) -> dict[tuple[str, int], list[tuple[datetime, str | None]]]:
+    queryset = StageChange.objects.for_tenant(tenant)
+    if scope is not None:
+        queryset = queryset.filter(
+            Q(entity_type=EntityType.ACCOUNT, entity_id__in=scope.accounts)
+            | Q(entity_type=EntityType.USER, entity_id__in=scope.users)
+        )
     stages: dict[tuple[str, int], list[tuple[datetime, str | None]]] = defaultdict(list)
-    for entity_type, entity_id, to_stage, changed_at in (
-        StageChange.objects.for_tenant(tenant)
-        .order_by("changed_at", "pk")
-        .values_list("entity_type", "entity_id", "to_stage", "changed_at")
+    for entity_type, entity_id, to_stage, changed_at in queryset.order_by("changed_at", "pk").values_list(
+        "entity_type", "entity_id", "to_stage", "changed_at"
     ):
         stages[(entity_type, entity_id)].append((changed_at, to_stage))
-    memberships = {
-        pk: (account_id, user_id, joined_at, left_at)
-        for pk, account_id, user_id, joined_at, left_at in Membership.objects.for_tenant(tenant).values_list(
-            "pk", "account_id", "end_user_id", "joined_at", "left_at"
+    return stages
+
+
+def _first_days(tenant: Tenant, loaded: dict[str, Rollups], since: date | None, scope: Scope | None) -> FirstDays:
+    """The first day with activity of every loaded account (account level) and user (user level): the earliest
+    loaded day, or an earlier one from the rows before `since` (asked of the database)."""
+    from signals.models import DailyRollup
+
+    first = FirstDays()
+    for entity_type, level, column, where in (
+        (EntityType.ACCOUNT, "account", "account_id", "end_user_id = 0"),
+        (EntityType.USER, "user", "end_user_id", "account_id = 0"),
+    ):
+        if level not in loaded:
+            continue
+        rollups = loaded[level]
+        entities, days = [rollups.entity], [rollups.day]
+        if since is not None:
+            params: dict[str, Any] = {"since": since}
+            if scope is not None:
+                where += f" AND {column} = ANY(%(ids)s::bigint[])"
+                params["ids"] = list(scope.users if level == "user" else scope.accounts)
+            for ids, firsts in DailyRollup.objects.sql(
+                tenant,
+                f"SELECT array_send(array_agg(entity)), array_send(array_agg(first)) FROM (SELECT {column} AS entity, "  # noqa: S608 - constant names
+                f"min{_ORDINAL} AS first FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND {where} "
+                f"AND day < %(since)s GROUP BY {column}) AS older",
+                params,
+            ):
+                entities.append(pg_array(ids))
+                days.append(pg_array(firsts, "i4"))
+        first.ids[entity_type], first.days[entity_type] = _earliest_by_entity(
+            np.concatenate(entities), np.concatenate(days)
         )
-    }
-    types = {
-        (entity_type, key): kind
-        for entity_type, key, kind in PropertyDefinition.objects.for_tenant(tenant).values_list(
-            "entity_type", "key", "type"
+    return first
+
+
+def _earliest_by_entity(entity: np.ndarray, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct entities ascending, the smallest day of each)."""
+    if not len(entity):
+        return entity, day
+    low, high = int(entity.min()), int(entity.max())
+    if high - low < max(4 * len(entity), 1 << 20):  # a table indexed by id: one pass
+        table = np.full(high - low + 1, NEVER_MICROS, dtype=np.int64)
+        np.minimum.at(table, entity - low, day)
+        present = np.flatnonzero(table != NEVER_MICROS)
+        return present + low, table[present]
+    order = np.lexsort((day, entity))
+    entity, day = entity[order], day[order]
+    firsts = np.ones(len(entity), dtype=bool)
+    firsts[1:] = entity[1:] != entity[:-1]
+    return entity[firsts], day[firsts]
+
+
+def load_history(
+    tenant: Tenant,
+    *,
+    since: date | None = None,
+    levels: Sequence[str] = LEVELS,
+    pairs_since: date | None = None,
+    entity_types: Sequence[str] = ENTITY_TYPES,
+    property_keys: Mapping[str, Sequence[str]] | None = None,
+    scope: Scope | None = None,
+) -> History:
+    """Everything features need for this tenant, or only part of it:
+
+    - `since`: rollups from that day on (scoring at one instant needs only the longest window back);
+      `pairs_since`: pair-level rollups from that (later) day on;
+    - `levels`: the rollup levels ("account", "user", "pair") to load; `entity_types`: whose properties,
+      `property_keys`: only these keys of some entity types (e.g. {"membership": ["role"]});
+    - `scope`: only these accounts and users (and their memberships): rescoring a few changed entities.
+    First days of activity are always those of all time. Everything moves as binary arrays (`pg_array`)."""
+    with transaction.atomic():
+        # Big aggregates: room to hash them in memory (no spill to disk), and no JIT compiling (it does not pay
+        # here). Both only until this transaction ends; the WHERE is the tenant door's rule, true for any tenant.
+        PropertyDefinition.objects.sql(
+            tenant,
+            "SELECT set_config('work_mem', %(work_mem)s, true), set_config('jit', 'off', true) "
+            "WHERE %(tenant)s IS NOT NULL",
+            {"work_mem": LOAD_WORK_MEM},
         )
-    }
-    history = History(
-        tenant_id=tenant.pk,
-        account_rollups=_rollups(tenant, "account", since),
-        user_rollups=_rollups(tenant, "user", since),
-        pair_rollups=_rollups(tenant, "pair", since),
-        properties=properties,
-        stages=stages,
-        memberships=memberships,
-        property_types=types,
-    )
-    history.first_day = _first_days(tenant)
+        loaded = _rollups(
+            tenant, {level: (pairs_since or since) if level == "pair" else since for level in levels}, scope
+        )
+        memberships = _memberships(tenant, scope)
+        types = {
+            (entity_type, key): kind
+            for entity_type, key, kind in PropertyDefinition.objects.for_tenant(tenant).values_list(
+                "entity_type", "key", "type"
+            )
+        }
+        history = History(
+            tenant_id=tenant.pk,
+            account_rollups=loaded.get("account", Rollups.empty()),
+            user_rollups=loaded.get("user", Rollups.empty()),
+            pair_rollups=loaded.get("pair", Rollups.empty()),
+            properties=_properties(tenant, entity_types, scope, memberships, property_keys),
+            stages=_stages(tenant, scope),
+            memberships=memberships,
+            property_types=types,
+        )
+        history.first_day = _first_days(tenant, loaded, since, scope)
+    if scope is not None or not {"account", "user"} <= set(levels):
+        history.name_totals = lambda: name_totals(tenant, since=since)  # only the loaded rows cannot tell
     return history
 
 
-def _first_days(tenant: Tenant) -> dict[tuple[str, int], int]:
-    from django.db.models import Min
-
+def name_totals(tenant: Tenant, *, since: date | None) -> dict[str, int]:
+    """Events per name over the tenant's account-level rollups (user-level if it has none), from `since` on:
+    what `key_events_of` ranks when the tenant configured no key events."""
     from signals.models import DailyRollup
 
-    first: dict[tuple[str, int], int] = {}
-    rollups = DailyRollup.objects.for_tenant(tenant)
-    for account_id, day in rollups.filter(end_user_id=0).values_list("account_id").annotate(first=Min("day")):
-        first[(EntityType.ACCOUNT, account_id)] = day.toordinal()
-    for user_id, day in rollups.filter(account_id=0).values_list("end_user_id").annotate(first=Min("day")):
-        first[(EntityType.USER, user_id)] = day.toordinal()
-    return first
+    since_sql = " AND day >= %(since)s" if since is not None else ""
+    for where in ("end_user_id = 0 AND account_id <> 0", "account_id = 0 AND end_user_id <> 0"):
+        rows = DailyRollup.objects.sql(
+            tenant,
+            f"SELECT name, sum(count) FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND {where}{since_sql} "  # noqa: S608 - constant names
+            "GROUP BY name",
+            {"since": since},
+        )
+        if rows:
+            return {str(name): int(total) for name, total in rows}
+    return {}
 
 
 # --- as-of lookups --------------------------------------------------------------------------------------
@@ -174,9 +518,22 @@ def stage_as_of(history: History, entity_type: str, entity_id: int, at: datetime
 
 
 def properties_as_of(history: History, entity_type: str, entity_id: int, at: datetime) -> dict[str, Any]:
-    keys = history.properties.get((entity_type, entity_id), {})
-    found = {key: value_as_of(changes, at) for key, changes in keys.items()}
-    return {key: value for key, value in found.items() if value is not None}
+    """One entity's properties as of `at` (its latest value set strictly before, unless deleted)."""
+    found = {}
+    ids = np.array([entity_id], dtype=np.int64)
+    for key, changes in history.properties.get(entity_type, {}).items():
+        row = int(changes.rows_as_of(ids, at)[0])
+        if row >= 0 and changes.values[row] is not None:
+            found[key] = changes.values[row]
+    return found
+
+
+def property_column(history: History, entity_type: str, key: str, ids: np.ndarray, at: datetime) -> np.ndarray:
+    """The value of one property of many entities as of `at` (objects; None where unset or deleted)."""
+    changes = history.properties.get(entity_type, {}).get(key)
+    if changes is None:
+        return np.full(len(ids), None, dtype=object)
+    return changes.gather(changes.rows_as_of(np.asarray(ids, dtype=np.int64), at), "value")
 
 
 def snapshot_day(at: datetime) -> int:
@@ -188,10 +545,16 @@ def key_events_of(history: History, configured: Sequence[str]) -> list[str]:
     """The configured key events, or (none configured) the tenant's most frequent event names."""
     if configured:
         return list(configured)
-    rollups = history.account_rollups if len(history.account_rollups.count) else history.user_rollups
     totals: Counter[str] = Counter()
-    for n, name in enumerate(rollups.names):
-        totals[name] = int(rollups.count[rollups.name == n].sum())
+    if history.name_totals is not None:
+        counted = history.name_totals()
+        for name in sorted(counted):  # ties in name order, as below
+            totals[name] = counted[name]
+    else:
+        rollups = history.account_rollups if len(history.account_rollups.count) else history.user_rollups
+        sums = np.bincount(rollups.name, weights=rollups.count, minlength=len(rollups.names))
+        for n, name in enumerate(rollups.names):
+            totals[name] = int(sums[n])
     return [name for name, _count in totals.most_common(AUTO_KEY_EVENTS)]
 
 
@@ -209,51 +572,77 @@ class RawFeatures:
     describe: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass
+class _Visible:
+    """The rollup rows of one level that belong to `ids` (as slots into them) and lie before `cutoff`."""
+
+    slot: np.ndarray
+    name: np.ndarray
+    day: np.ndarray
+    count: np.ndarray
+    names: list[str]
+    size: int
+    cutoff: int
+
+    @property
+    def age(self) -> np.ndarray:
+        """Days before the snapshot day (1 = the day before)."""
+        return self.cutoff - self.day
+
+    def sums(self, rows: np.ndarray) -> np.ndarray:
+        """Per entity, the counts of `rows` (a mask or indices) added up."""
+        return np.bincount(self.slot[rows], weights=self.count[rows], minlength=self.size).astype(float)
+
+
+def _visible(rollups: Rollups, ids: np.ndarray, cutoff: int) -> _Visible:
+    if not len(rollups.count) or not len(ids):
+        empty = np.zeros(0, dtype=np.int64)
+        return _Visible(empty, empty, empty, empty, list(rollups.names), len(ids), cutoff)
+    rows = np.flatnonzero(rollups.day < cutoff)
+    slots = entity_slots(rollups.entity[rows], ids)
+    keep = slots >= 0
+    rows = rows[keep]
+    return _Visible(slots[keep], rollups.name[rows], rollups.day[rows], rollups.count[rows], list(rollups.names),
+                    len(ids), cutoff)  # fmt: skip
+
+
 def _window_counts(
-    rollups: Rollups, ids: np.ndarray, cutoff: int, names: Sequence[str], windows: Sequence[int]
+    rollups: Rollups | _Visible, ids: np.ndarray, cutoff: int, names: Sequence[str], windows: Sequence[int]
 ) -> dict[tuple[str, int], np.ndarray]:
     """(event, window) -> per-entity counts over the `window` days before `cutoff` (exclusive)."""
-    position = {int(entity): n for n, entity in enumerate(ids)}
+    view = rollups if isinstance(rollups, _Visible) else _visible(rollups, ids, cutoff)
     result = {(name, window): np.zeros(len(ids)) for name in names for window in windows}
-    if not len(rollups.count):
+    if not len(view.count):
         return result
     longest = max(windows)
-    mask = (rollups.day < cutoff) & (rollups.day >= cutoff - longest)
-    rows = np.flatnonzero(mask)
-    slots = np.array([position.get(int(entity), -1) for entity in rollups.entity[rows]], dtype=np.int64)
-    keep = slots >= 0
-    rows, slots = rows[keep], slots[keep]
-    name_index = {name: n for n, name in enumerate(rollups.names)}
+    age = view.age
+    name_index = {name: n for n, name in enumerate(view.names)}
     for name in names:
         n = name_index.get(name)
         if n is None:
             continue
-        of_name = rollups.name[rows] == n
+        rows = np.flatnonzero((view.name == n) & (age <= longest))
         for window in windows:
-            in_window = of_name & (rollups.day[rows] >= cutoff - window)
-            np.add.at(result[(name, window)], slots[in_window], rollups.count[rows][in_window])
+            result[(name, window)] = view.sums(rows[age[rows] <= window])
     return result
 
 
-def _activity(rollups: Rollups, ids: np.ndarray, cutoff: int) -> dict[str, np.ndarray]:
+def _activity(rollups: Rollups | _Visible, ids: np.ndarray, cutoff: int) -> dict[str, np.ndarray]:
     """All-event totals: last 30 / previous 30 days, active days in 30, days since the last active day."""
-    position = {int(entity): n for n, entity in enumerate(ids)}
-    last30, prev30, active30 = np.zeros(len(ids)), np.zeros(len(ids)), np.zeros(len(ids))
-    last_day = np.full(len(ids), -1, dtype=np.int64)
-    if len(rollups.count):
-        rows = np.flatnonzero(rollups.day < cutoff)
-        slots = np.array([position.get(int(entity), -1) for entity in rollups.entity[rows]], dtype=np.int64)
-        keep = slots >= 0
-        rows, slots = rows[keep], slots[keep]
-        days, counts = rollups.day[rows], rollups.count[rows]
-        recent = days >= cutoff - 30
-        previous = (days < cutoff - 30) & (days >= cutoff - 60)
-        np.add.at(last30, slots[recent], counts[recent])
-        np.add.at(prev30, slots[previous], counts[previous])
-        np.maximum.at(last_day, slots, days)
-        # distinct active days in the last 30: unique (slot, day) pairs
-        pairs = np.unique(slots[recent] * 1_000_000 + (days[recent] - (cutoff - 31)))
-        np.add.at(active30, pairs // 1_000_000, 1)
+    view = rollups if isinstance(rollups, _Visible) else _visible(rollups, ids, cutoff)
+    size = len(ids)
+    last30, prev30, active30 = np.zeros(size), np.zeros(size), np.zeros(size)
+    last_day = np.full(size, -1, dtype=np.int64)
+    if len(view.count):
+        age = view.age
+        recent = age <= 30
+        last30 = view.sums(recent)
+        prev30 = view.sums((age > 30) & (age <= 60))
+        np.maximum.at(last_day, view.slot, view.day)
+        # distinct active days in the last 30: a day is active if any row of the entity falls on it
+        days = np.zeros(size * 30, dtype=bool)
+        days[view.slot[recent] * 30 + (age[recent] - 1)] = True
+        active30 = days.reshape(size, 30).sum(axis=1).astype(float)
     since = np.where(last_day >= 0, cutoff - last_day, NEVER_DAYS).astype(float)
     trend = np.log((last30 + 1.0) / (prev30 + 1.0))
     return {"events_30d": last30, "events_prev_30d": prev30, "trend_30d": trend, "active_days_30d": active30,
@@ -264,23 +653,38 @@ def _typed_properties(
     raw: RawFeatures, history: History, entity_type: str, ids: np.ndarray, at: datetime, excluded: set[str]
 ) -> None:
     """Every typed property as of `at`: numbers, booleans (0/1), datetimes (days before `at`), texts."""
-    values = [properties_as_of(history, entity_type, int(pk), at) for pk in ids]
-    keys = sorted({key for row in values for key in row} - excluded - {"stage", "name"})
-    for key in keys:
+    table = history.properties.get(entity_type, {})
+    for key in sorted(set(table) - excluded - {"stage", "name"}):
+        changes = table[key]
+        rows = changes.rows_as_of(ids, at)
+        if not changes.gather(rows, "present").any():
+            continue  # nobody has it at `at`: not a feature of this table
         kind = history.property_types.get((entity_type, key))
-        column = [row.get(key) for row in values]
         name = f"prop:{key}"
         if kind == "number":
-            raw.numbers[name] = np.array([float(v) if isinstance(v, int | float) else np.nan for v in column])
+            raw.numbers[name] = changes.gather(rows, "number")
         elif kind == "boolean":
-            raw.numbers[name] = np.array([float(v) if isinstance(v, bool) else np.nan for v in column])
+            raw.numbers[name] = changes.gather(rows, "boolean")
         elif kind == "datetime":
-            raw.numbers[name] = np.array([_days_before(v, at) for v in column])
+            raw.numbers[name] = ((micros(at) - changes.gather(rows, "epoch")) / 1e6) / 86400
         elif kind == "text":
-            raw.categories[name] = [v if isinstance(v, str) else None for v in column]
+            raw.categories[name] = changes.gather(rows, "text").tolist()
         else:
             continue
         raw.describe[name] = {"kind": f"property_{kind}", "property": key}
+
+
+def _epoch_seconds(value: Any) -> float:
+    """An ISO datetime text as microseconds since the epoch (naive = UTC), as a float; NaN if it is none."""
+    if not isinstance(value, str):
+        return math.nan
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return math.nan
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return float(micros(parsed))
 
 
 def _days_before(value: Any, at: datetime) -> float:
@@ -300,13 +704,39 @@ def _role(properties: dict[str, Any]) -> str | None:
     return role.strip().lower() if isinstance(role, str) and role.strip() else None
 
 
+def _roles(history: History, memberships: np.ndarray, at: datetime) -> np.ndarray:
+    """The role of each membership as of `at`, normalised as `_role` does (objects; None = no role)."""
+    values = property_column(history, EntityType.MEMBERSHIP, "role", memberships, at)
+    normalised: dict[Any, str | None] = {}
+    result = np.empty(len(values), dtype=object)
+    for n, value in enumerate(values.tolist()):
+        key = value if isinstance(value, str) or value is None else repr(value)
+        if key not in normalised:
+            normalised[key] = _role({"role": value})
+        result[n] = normalised[key]
+    return result
+
+
 def members_as_of(history: History, at: datetime) -> dict[int, list[tuple[int, int]]]:
     """account id -> [(membership id, user id)] of members at `at` (joined before, not left by then)."""
     members: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for pk, (account_id, user_id, joined_at, left_at) in history.memberships.items():
-        if joined_at < at and (left_at is None or left_at >= at):
-            members[account_id].append((pk, user_id))
+    memberships = history.memberships
+    active = np.flatnonzero(memberships.active(at))
+    for pk, account_id, user_id in zip(
+        memberships.pk[active].tolist(), memberships.account[active].tolist(), memberships.user[active].tolist(),
+        strict=True,
+    ):  # fmt: skip
+        members[account_id].append((pk, user_id))
     return members
+
+
+def _pair_codes(accounts: np.ndarray, users: np.ndarray, all_users: np.ndarray) -> np.ndarray:
+    """One integer per (account slot, user id) pair; `all_users` holds every user id that may appear."""
+    top = int(all_users.max()) + 1 if len(all_users) else 1
+    if top < (1 << 40) and (not len(accounts) or int(accounts.max()) < (1 << 22)):
+        return accounts * top + users
+    known = np.unique(all_users)
+    return accounts * len(known) + np.searchsorted(known, users)
 
 
 def account_features(
@@ -316,39 +746,50 @@ def account_features(
     ids_array = np.asarray(ids, dtype=np.int64)
     cutoff = snapshot_day(at)
     raw = RawFeatures(ids=ids_array)
-    counts = _window_counts(history.account_rollups, ids_array, cutoff, key_events, WINDOWS)
+    view = _visible(history.account_rollups, ids_array, cutoff)
+    counts = _window_counts(view, ids_array, cutoff, key_events, WINDOWS)
     for (name, window), values in counts.items():
         raw.numbers[f"count:{name}:{window}d"] = values
         raw.describe[f"count:{name}:{window}d"] = {"kind": "count", "event": name, "window": window}
-    for name, values in _activity(history.account_rollups, ids_array, cutoff).items():
+    for name, values in _activity(view, ids_array, cutoff).items():
         raw.numbers[name] = values
         raw.describe[name] = {"kind": name}
     key_30 = sum((counts[(name, 30)] for name in key_events), np.zeros(len(ids_array)))
 
-    members = members_as_of(history, at)
-    pair_active = _active_pairs(history.pair_rollups, cutoff, ACTIVE_SEAT_DAYS)
-    seats, active = np.zeros(len(ids_array)), np.zeros(len(ids_array))
-    roles: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(ids_array)))
-    for n, pk in enumerate(ids_array):
-        of_account = members.get(int(pk), [])
-        seats[n] = len(of_account)
-        active[n] = sum(1 for _m, user in of_account if (int(pk), user) in pair_active)
-        for membership_pk, _user in of_account:
-            role = _role(properties_as_of(history, EntityType.MEMBERSHIP, membership_pk, at)) or "unknown"
-            roles[role][n] += 1
+    size = len(ids_array)
+    memberships = history.memberships
+    active_members = np.flatnonzero(memberships.active(at))
+    slots = entity_slots(memberships.account[active_members], ids_array)
+    mine = slots >= 0
+    members, slots = active_members[mine], slots[mine]
+    seats = np.bincount(slots, minlength=size).astype(float)
+    # A seat is active when its user did something in that account in the last ACTIVE_SEAT_DAYS days.
+    pairs = history.pair_rollups
+    recent = np.flatnonzero((pairs.day < cutoff) & (pairs.day >= cutoff - ACTIVE_SEAT_DAYS))
+    pair_slots = entity_slots(pairs.entity[recent], ids_array)
+    seen = pair_slots >= 0
+    every_user = np.concatenate([memberships.user[members], pairs.other[recent][seen]])
+    active_codes = _pair_codes(pair_slots[seen], pairs.other[recent][seen], every_user)
+    is_active = np.isin(_pair_codes(slots, memberships.user[members], every_user), active_codes)
+    active = np.bincount(slots[is_active], minlength=size).astype(float)
+    roles = _roles(history, memberships.pk[members], at)
     raw.numbers["seats"], raw.numbers["active_seats_30d"] = seats, active
     raw.numbers["active_seat_share"] = np.where(seats > 0, active / np.maximum(seats, 1), np.nan)
     for name in ("seats", "active_seats_30d", "active_seat_share"):
         raw.describe[name] = {"kind": name}
-    for role, values in sorted(roles.items()):
-        if role in ("owner", "admin", "member"):
+    for role in ("admin", "member", "owner"):  # in sorted order, those the members have
+        of_role = roles == role
+        if of_role.any():
+            values = np.bincount(slots[of_role], minlength=size).astype(float)
             raw.numbers[f"role_share:{role}"] = np.where(seats > 0, values / np.maximum(seats, 1), np.nan)
             raw.describe[f"role_share:{role}"] = {"kind": "role_share", "role": role}
 
-    age = np.array([cutoff - history.first_day.get((EntityType.ACCOUNT, int(pk)), cutoff) for pk in ids_array])
+    # Age as of the snapshot: a first activity after it (an entity that existed but was quiet) is not known yet.
+    age = cutoff - np.minimum(history.first_day.lookup(EntityType.ACCOUNT, ids_array, cutoff), cutoff)
     raw.numbers["age_days"] = age.astype(float)
     raw.describe["age_days"] = {"kind": "age_days"}
-    reached = milestones_reached(history, ids_array, at, settings, key_events, seats=seats)
+    _intensity(raw, age, seats, key_30)
+    reached = milestones_reached(history, ids_array, at, settings, key_events, seats=seats, view=view)
     raw.numbers["activation"] = reached.mean(axis=1) if reached.shape[1] else np.full(len(ids_array), np.nan)
     raw.describe["activation"] = {"kind": "activation"}
     for column, milestone in enumerate(settings.get("milestones", [])):
@@ -362,11 +803,23 @@ def account_features(
     return raw
 
 
-def _active_pairs(rollups: Rollups, cutoff: int, days: int) -> set[tuple[int, int]]:
-    if not len(rollups.count):
-        return set()
-    mask = (rollups.day < cutoff) & (rollups.day >= cutoff - days)
-    return set(zip(rollups.entity[mask].tolist(), rollups.other[mask].tolist(), strict=True))
+def _intensity(raw: RawFeatures, age: np.ndarray, seats: np.ndarray, key_30: np.ndarray) -> None:
+    """Activity per day of observed life and per teammate: a young trial or a big team is not judged by
+    totals that only reflect its age or its size."""
+    days = np.clip(age, 1, 30).astype(float)
+    team = np.maximum(seats, 1.0)
+    events = raw.numbers["events_30d"]
+    derived = {
+        "events_per_day": events / days,
+        "events_per_seat_day": events / team / days,
+        "key_events_per_seat_day": key_30 / team / days,
+        "key_event_share": np.where(events > 0, key_30 / np.maximum(events, 1.0), np.nan),
+        "active_day_share": raw.numbers["active_days_30d"] / days,
+        "seats_per_week": seats / days * 7,
+    }
+    for name, values in derived.items():
+        raw.numbers[name] = values
+        raw.describe[name] = {"kind": name}
 
 
 QUOTA_PAIRS = (("_used", "_limit"), ("used_", "limit_"), ("_usage", "_quota"))
@@ -385,13 +838,12 @@ def _quota(raw: RawFeatures, history: History, ids: np.ndarray, at: datetime) ->
             used, limit = raw.numbers[f"prop:{used_key}"], raw.numbers[f"prop:{limit_key}"]
             ratio = np.where(limit > 0, used / np.where(limit > 0, limit, 1), np.nan)
             month_ago = at - timedelta(days=30)
-            before = np.array(
-                [
-                    _number(value_as_of(history.properties.get((EntityType.ACCOUNT, int(pk)), {}).get(used_key, ()),
-                                        month_ago))
-                    for pk in ids
-                ]
-            )  # fmt: skip
+            changes = history.properties.get(EntityType.ACCOUNT, {}).get(used_key)
+            before = (
+                changes.gather(changes.rows_as_of(ids, month_ago), "strict_number")
+                if changes is not None
+                else np.full(len(ids), np.nan)
+            )
             rate = (used - np.where(np.isnan(before), 0.0, before)) / 30.0
             days_left = np.where((rate > 0) & (limit > used), (limit - used) / np.where(rate > 0, rate, 1), 365.0)
             days_left = np.where(limit <= used, 0.0, np.minimum(days_left, 365.0))
@@ -414,42 +866,37 @@ def milestones_reached(
     key_events: Sequence[str],
     *,
     seats: np.ndarray,
+    view: _Visible | None = None,
 ) -> np.ndarray:
     """accounts x milestones: 1.0 where the account reached the milestone before `at` (settings order)."""
     milestones = settings.get("milestones", [])
     cutoff = snapshot_day(at)
     reached = np.zeros((len(ids), len(milestones)))
-    rollups = history.account_rollups
-    position = {int(entity): n for n, entity in enumerate(ids)}
-    name_index = {name: n for n, name in enumerate(rollups.names)}
-    key_index = {name_index[name] for name in key_events if name in name_index}
-    visible = np.flatnonzero(rollups.day < cutoff) if len(rollups.count) else np.zeros(0, dtype=np.int64)
-    slots = np.array([position.get(int(e), -1) for e in rollups.entity[visible]], dtype=np.int64)
-    keep = slots >= 0
-    visible, slots = visible[keep], slots[keep]
-    first = np.array([history.first_day.get((EntityType.ACCOUNT, int(pk)), cutoff) for pk in ids])
+    if view is None:
+        view = _visible(history.account_rollups, ids, cutoff)
+    name_index = {name: n for n, name in enumerate(view.names)}
+    key_index = [name_index[name] for name in key_events if name in name_index]
+    first = history.first_day.lookup(EntityType.ACCOUNT, ids, cutoff)
     for column, milestone in enumerate(milestones):
         metric = milestone.get("metric", "event")
         count = float(milestone.get("count", 1))
         within = milestone.get("within_hours")
-        limit_day = first + (math.ceil(float(within) / 24) if within else 100_000)
-        in_time = rollups.day[visible] < limit_day[slots]
         if metric == "seats":
             reached[:, column] = seats >= count
             continue
+        limit_day = first + (math.ceil(float(within) / 24) if within else 100_000)
+        in_time = view.day < limit_day[view.slot]
         totals = np.zeros(len(ids))
         if metric == "event":
             n = name_index.get(str(milestone.get("event")))
             if n is None:
                 continue
-            chosen = in_time & (rollups.name[visible] == n)
-            np.add.at(totals, slots[chosen], rollups.count[visible][chosen])
+            totals = view.sums(in_time & (view.name == n))
         elif metric == "key_events":
-            chosen = in_time & np.isin(rollups.name[visible], list(key_index))
-            np.add.at(totals, slots[chosen], rollups.count[visible][chosen])
+            totals = view.sums(in_time & np.isin(view.name, key_index))
         elif metric == "active_days":
-            pairs = np.unique(slots[in_time] * 1_000_000 + (rollups.day[visible][in_time] % 1_000_000))
-            np.add.at(totals, pairs // 1_000_000, 1)
+            pairs = np.unique(view.slot[in_time] * 1_000_000 + (view.day[in_time] % 1_000_000))
+            totals = np.bincount(pairs // 1_000_000, minlength=len(ids)).astype(float)
         reached[:, column] = totals >= count
     return reached
 
@@ -461,34 +908,82 @@ def user_features(
     ids_array = np.asarray(ids, dtype=np.int64)
     cutoff = snapshot_day(at)
     raw = RawFeatures(ids=ids_array)
-    counts = _window_counts(history.user_rollups, ids_array, cutoff, key_events, USER_WINDOWS)
+    view = _visible(history.user_rollups, ids_array, cutoff)
+    counts = _window_counts(view, ids_array, cutoff, key_events, USER_WINDOWS)
     for (name, window), values in counts.items():
         raw.numbers[f"count:{name}:{window}d"] = values
         raw.describe[f"count:{name}:{window}d"] = {"kind": "count", "event": name, "window": window}
-    for name, values in _activity(history.user_rollups, ids_array, cutoff).items():
+    for name, values in _activity(view, ids_array, cutoff).items():
         raw.numbers[name] = values
         raw.describe[name] = {"kind": name}
     # Activity in the last week, the strongest single hint of the next two weeks.
-    week = _window_counts(history.user_rollups, ids_array, cutoff, history.user_rollups.names, (7,))
-    raw.numbers["events_7d"] = sum(week.values(), np.zeros(len(ids_array)))
+    raw.numbers["events_7d"] = view.sums(view.age <= 7) if len(view.count) else np.zeros(len(ids_array))
     raw.describe["events_7d"] = {"kind": "events_7d"}
-    age = np.array([cutoff - history.first_day.get((EntityType.USER, int(pk)), cutoff) for pk in ids_array])
+    age = cutoff - np.minimum(history.first_day.lookup(EntityType.USER, ids_array, cutoff), cutoff)  # as of it
     raw.numbers["age_days"] = age.astype(float)
     raw.describe["age_days"] = {"kind": "age_days"}
-    accounts, best_role = np.zeros(len(ids_array)), np.zeros(len(ids_array))
     weights = settings.get("champion", {}).get("role_weights", {})
-    position = {int(pk): n for n, pk in enumerate(ids_array)}
-    for membership_pk, (_account, user_id, joined_at, left_at) in history.memberships.items():
-        n = position.get(user_id)
-        if n is None or not (joined_at < at and (left_at is None or left_at >= at)):
-            continue
-        accounts[n] += 1
-        role = _role(properties_as_of(history, EntityType.MEMBERSHIP, membership_pk, at))
-        best_role[n] = max(best_role[n], float(weights.get(role or "", 0.0)))
+    memberships = history.memberships
+    active_members = np.flatnonzero(memberships.active(at))
+    slots = entity_slots(memberships.user[active_members], ids_array)
+    mine = slots >= 0
+    members, slots = active_members[mine], slots[mine]
+    accounts = np.bincount(slots, minlength=len(ids_array)).astype(float)
+    roles = _roles(history, memberships.pk[members], at).tolist()
+    role_weight = np.array([float(weights.get(role or "", 0.0)) for role in roles], dtype=float)
+    best_role = np.zeros(len(ids_array))
+    np.maximum.at(best_role, slots, role_weight)
     raw.numbers["accounts"], raw.numbers["role_weight"] = accounts, best_role
     raw.describe["accounts"], raw.describe["role_weight"] = {"kind": "accounts"}, {"kind": "role_weight"}
     _typed_properties(raw, history, EntityType.USER, ids_array, at, set(settings.get("excluded_properties", [])))
     return raw
+
+
+@dataclass
+class TeamActivity:
+    """Key events per membership (user in account) over a window, against the whole account's."""
+
+    memberships: np.ndarray  # membership ids
+    events: list[str]  # the key events found, columns of `counts`
+    counts: np.ndarray  # memberships x events: the user's key events in that account
+    account_totals: np.ndarray  # per membership: every user's key events in its account
+
+
+def team_activity(
+    history: History, memberships: np.ndarray, at: datetime, key_events: Sequence[str], days: int = 30
+) -> TeamActivity:
+    """The user's share of the team's key activity, for each of `memberships`, over the `days` before `at`."""
+    cutoff = snapshot_day(at)
+    pairs = history.pair_rollups
+    name_index = {name: n for n, name in enumerate(pairs.names)}
+    events = [name for name in key_events if name in name_index]
+    events = list(dict.fromkeys(events))
+    memberships = np.asarray(memberships, dtype=np.int64)
+    slots = np.searchsorted(history.memberships.pk, memberships)
+    accounts, users = history.memberships.account[slots], history.memberships.user[slots]
+    counts = np.zeros((len(memberships), len(events)))
+    totals = np.zeros(len(memberships))
+    if not len(pairs.count) or not events or not len(memberships):
+        return TeamActivity(memberships, events, counts, totals)
+    column_of = np.full(len(pairs.names), -1, dtype=np.int64)
+    for column, name in enumerate(events):
+        column_of[name_index[name]] = column
+    rows = np.flatnonzero((pairs.day < cutoff) & (pairs.day >= cutoff - days) & (column_of[pairs.name] >= 0))
+    account_ids = np.unique(accounts)
+    row_accounts = entity_slots(pairs.entity[rows], account_ids)
+    seen = row_accounts >= 0
+    rows, row_accounts = rows[seen], row_accounts[seen]
+    per_account = np.bincount(row_accounts, weights=pairs.count[rows], minlength=len(account_ids))
+    totals = per_account[np.searchsorted(account_ids, accounts)].astype(float)
+    every_user = np.concatenate([users, pairs.other[rows]])
+    member_codes = _pair_codes(np.searchsorted(account_ids, accounts), users, every_user)
+    row_codes = _pair_codes(row_accounts, pairs.other[rows], every_user)
+    order = np.argsort(member_codes, kind="stable")
+    found = np.minimum(np.searchsorted(member_codes[order], row_codes), len(order) - 1)
+    hit = member_codes[order][found] == row_codes
+    target = order[found[hit]]
+    np.add.at(counts, (target, column_of[pairs.name[rows][hit]]), pairs.count[rows][hit])
+    return TeamActivity(memberships, events, counts, totals)
 
 
 def membership_activity(
@@ -496,25 +991,11 @@ def membership_activity(
 ) -> dict[int, tuple[float, float, dict[str, float]]]:
     """membership id -> (user's key events in the account, the account's key events, per-event user counts)
     over the `days` before `at`: the user's share of the team's key activity."""
-    cutoff = snapshot_day(at)
-    pairs = history.pair_rollups
-    name_index = {name: n for n, name in enumerate(pairs.names)}
-    wanted = {name_index[name]: name for name in key_events if name in name_index}
-    per_pair: dict[tuple[int, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    per_account: dict[int, float] = defaultdict(float)
-    if len(pairs.count):
-        mask = (pairs.day < cutoff) & (pairs.day >= cutoff - days) & np.isin(pairs.name, list(wanted))
-        for account, user, name, count in zip(
-            pairs.entity[mask].tolist(), pairs.other[mask].tolist(), pairs.name[mask].tolist(),
-            pairs.count[mask].tolist(), strict=True,
-        ):  # fmt: skip
-            per_pair[(account, user)][wanted[name]] += count
-            per_account[account] += count
+    activity = team_activity(history, np.fromiter(memberships, dtype=np.int64), at, key_events, days)
     result = {}
-    for pk in memberships:
-        account, user, _joined, _left = history.memberships[pk]
-        events = dict(per_pair.get((account, user), {}))
-        result[pk] = (sum(events.values()), per_account.get(account, 0.0), events)
+    for n, pk in enumerate(activity.memberships.tolist()):
+        events = {name: float(activity.counts[n, k]) for k, name in enumerate(activity.events) if activity.counts[n, k]}
+        result[pk] = (sum(events.values()), float(activity.account_totals[n]), events)
     return result
 
 

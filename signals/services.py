@@ -130,20 +130,28 @@ def calls_ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: date
     raise AssertionError("unreachable")
 
 
-_last_hint: dict[int, float] = {}
+_last_hint: dict[int, float] = {}  # tenant -> when its latest hint runs (monotonic clock; later = one is pending)
 HINT_INTERVAL_SECONDS = 1.0
 
 
 def _hint_processing(tenant_id: int) -> None:
-    """Best effort: the marks are in the database; the beat sweep recovers a hint that cannot be sent."""
+    """Best effort: the marks are in the database; the beat sweep recovers a hint that cannot be sent.
+
+    At most one hint a second per tenant and process (the task drains all marks). A write inside that second is
+    not left to the sweep: one hint, delayed to the second's end, covers it and every write until then."""
     from signals.tasks import dirty_entities_process_task
 
     clock = time.monotonic()
-    if clock - _last_hint.get(tenant_id, -HINT_INTERVAL_SECONDS) < HINT_INTERVAL_SECONDS:
-        return  # one hint a second per tenant and process is plenty: the task drains all marks
-    _last_hint[tenant_id] = clock
+    last = _last_hint.get(tenant_id, -HINT_INTERVAL_SECONDS)
+    if last > clock:
+        return  # a delayed hint is pending: it will run after this commit and see these marks
+    delay = max(0.0, last + HINT_INTERVAL_SECONDS - clock)
+    _last_hint[tenant_id] = clock + delay
     try:
-        dirty_entities_process_task.apply_async(args=(tenant_id,), retry=False)
+        if delay:
+            dirty_entities_process_task.apply_async(args=(tenant_id,), retry=False, countdown=delay)
+        else:
+            dirty_entities_process_task.apply_async(args=(tenant_id,), retry=False)
     except Exception as exc:  # a broker outage must not fail a request that is already stored
         logger.warning("processing hint not sent; the sweep will pick the marks up", extra={"error": str(exc)})
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from signals.features import History, RawFeatures, Rollups, properties_as_of, snapshot_day
+from signals.features import History, RawFeatures, Rollups, entity_slots, property_column, snapshot_day
 
 MAX_WINDOW_DAYS = 90  # scoring loads rollups this far back (and more): a longer window would read a partial count
 
@@ -28,20 +28,18 @@ def signal_features(
         return
     ids = raw.ids
     rollups = history.account_rollups if entity_type == "account" else history.user_rollups
-    values: list[dict[str, Any]] | None = None
     for signal in mine:
         name = f"signal:{signal['key']}"
         if signal["kind"] == "event_count":
             column = _event_count(rollups, ids, snapshot_day(at), signal["event"], int(signal["window_days"]))
+        elif signal["kind"] == "property":
+            key, equals = signal["property"], signal.get("equals")
+            values = property_column(history, entity_type, key, ids, at).tolist()
+            column = np.array([_property_value(value, equals) for value in values], dtype=float)
         else:
-            if values is None:
-                values = [properties_as_of(history, entity_type, int(pk), at) for pk in ids]
-            if signal["kind"] == "property":
-                key, equals = signal["property"], signal.get("equals")
-                column = np.array([_property_value(row.get(key), equals) for row in values])
-            else:
-                top, bottom = signal["numerator"], signal["denominator"]
-                column = np.array([_ratio(row.get(top), row.get(bottom)) for row in values])
+            tops = property_column(history, entity_type, signal["numerator"], ids, at).tolist()
+            bottoms = property_column(history, entity_type, signal["denominator"], ids, at).tolist()
+            column = np.array([_ratio(top, bottom) for top, bottom in zip(tops, bottoms, strict=True)], dtype=float)
         raw.numbers[name] = column.astype(float)
         raw.describe[name] = {
             "kind": "signal",
@@ -57,8 +55,7 @@ def _event_count(rollups: Rollups, ids: np.ndarray, cutoff: int, event: str, win
         return counts
     n = rollups.names.index(event)
     mask = (rollups.name == n) & (rollups.day < cutoff) & (rollups.day >= cutoff - window)
-    position = {int(pk): slot for slot, pk in enumerate(ids)}
-    slots = np.array([position.get(int(entity), -1) for entity in rollups.entity[mask]], dtype=np.int64)
+    slots = entity_slots(rollups.entity[mask], np.asarray(ids, dtype=np.int64))
     keep = slots >= 0
     np.add.at(counts, slots[keep], rollups.count[mask][keep])
     return counts

@@ -54,7 +54,7 @@ class Worlds:
 def worlds(django_db_setup: None, django_db_blocker: Any) -> Iterator[Worlds]:
     with django_db_blocker.unblock(), time_machine.travel(END, tick=True), transaction.atomic():
         a, b = make_world("scores-a"), make_world("scores-b")
-        generate(a.tenant, accounts=80, seed=7, days=90, end=END, now=END)
+        generate(a.tenant, accounts=80, seed=8, days=90, end=END, now=END)
         generate(b.tenant, accounts=6, seed=5, days=30, end=END, now=END)
         for world in (a, b):
             dirty_entities_process(tenant_id=world.tenant.pk)  # rollups, then rule-based scores of every kind
