@@ -162,26 +162,115 @@ class Trained:
             return ranked, np.zeros((len(x), len(ranked)))
         # Attribution on the uncalibrated model: calibration is monotone (it keeps every direction), but
         # isotonic steps would turn tiny changes into jumps and large ones into none.
-        base = np.asarray(self.base.predict_proba(x)[:, 1], dtype=float)
-        shifted = np.repeat(base[:, None], len(ranked), axis=1)
-        # Only rows whose group is not at its typical value already move: the others keep their score (a
-        # contribution of 0), so they are not predicted again — often most rows of a count that is mostly 0.
-        batches, targets = [], []
-        for slot, g in enumerate(ranked):
-            columns = self.groups[g]
-            rows = np.flatnonzero(~np.all(x[:, columns] == self.reference[columns], axis=1))
-            if len(rows):
-                moved = x[rows]
-                moved[:, columns] = self.reference[columns]
-                batches.append(moved)
-                targets.append((slot, rows))
-        if batches:
-            predicted = np.asarray(self.base.predict_proba(np.vstack(batches))[:, 1], dtype=float)
-            start = 0
-            for slot, rows in targets:
-                shifted[rows, slot] = predicted[start : start + len(rows)]
-                start += len(rows)
-        return ranked, base[:, None] - shifted
+        result = np.zeros((len(x), len(ranked)))
+        for start in range(0, len(x), CONTRIBUTION_ROWS):
+            part = x[start : start + CONTRIBUTION_ROWS]
+            shifts = [(self.groups[g], self.reference[self.groups[g]]) for g in ranked]
+            base, shifted = _shifted_probabilities(self.base, part, shifts)
+            result[start : start + len(part)] = base[:, None] - shifted
+        return ranked, result
+
+
+CONTRIBUTION_ROWS = 20_000  # rows explained at a time (the per-tree values of a chunk stay a few 10 MB)
+
+
+def _shifted_probabilities(
+    model: Any, x: np.ndarray, shifts: Sequence[tuple[list[int], np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(positive) of the rows of `x` (model.predict_proba), and rows x shifts: the same with each shift's columns
+    set to its values. A row already at those values keeps its probability, unpredicted; gradient boosting (alone
+    or in a Blend) re-evaluates only the trees that split on the shifted columns. The numbers are exactly those
+    of predict_proba on the shifted rows: the same leaves, added up in the same order."""
+    moved = [np.flatnonzero(~np.all(x[:, columns] == values, axis=1)) for columns, values in shifts]
+    parts = list(model.models) if isinstance(model, Blend) else [model]
+    if isinstance(model, Blend) and not all(
+        isinstance(part, HistGradientBoostingClassifier) or _is_linear(part) for part in parts
+    ):
+        parts = [model]  # an unusual blend: predict it as a whole
+    per_part = [_part_probabilities(part, x, shifts, moved) for part in parts]
+    if len(per_part) == 1:
+        base, shifted = per_part[0]
+    else:  # a Blend: the mean of its models' probabilities, as Blend.predict_proba takes it
+        base = np.mean([probabilities[0] for probabilities in per_part], axis=0)
+        shifted = np.mean([probabilities[1] for probabilities in per_part], axis=0)
+    result = np.repeat(base[:, None], len(shifts), axis=1)
+    for slot, rows in enumerate(moved):
+        result[rows, slot] = shifted[rows, slot]
+    return base, result
+
+
+def _is_linear(model: Any) -> bool:
+    return not isinstance(model, HistGradientBoostingClassifier | Blend)
+
+
+def _part_probabilities(
+    model: Any, x: np.ndarray, shifts: Sequence[tuple[list[int], np.ndarray]], moved: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P(positive) of x, rows x shifts where moved) for one model."""
+    shifted = np.zeros((len(x), len(shifts)))
+    if isinstance(model, HistGradientBoostingClassifier) and _tree_sum_ready(model):
+        return _tree_probabilities(model, x, shifts, moved)
+    base = np.asarray(model.predict_proba(x)[:, 1], dtype=float)
+    batches = []
+    for (columns, values), rows in zip(shifts, moved, strict=True):
+        if len(rows):
+            batch = x[rows]
+            batch[:, columns] = values
+            batches.append(batch)
+    if batches:
+        predicted = np.asarray(model.predict_proba(np.vstack(batches))[:, 1], dtype=float)
+        start = 0
+        for slot, rows in enumerate(moved):
+            shifted[rows, slot] = predicted[start : start + len(rows)]
+            start += len(rows)
+    return base, shifted
+
+
+def _tree_sum_ready(model: HistGradientBoostingClassifier) -> bool:
+    """A binary classifier on numbers only (one tree per iteration, no categorical split): its raw prediction is
+    the baseline plus one leaf per tree, which the per-tree path below adds up as sklearn does."""
+    try:
+        nodes = [predictors[0].nodes for predictors in model._predictors]
+        return model.n_trees_per_iteration_ == 1 and not any(tree["is_categorical"].any() for tree in nodes)
+    except (AttributeError, KeyError, ValueError):
+        return False
+
+
+def _tree_probabilities(
+    model: HistGradientBoostingClassifier,
+    x: np.ndarray,
+    shifts: Sequence[tuple[list[int], np.ndarray]],
+    moved: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    x = model._preprocess_X(x, reset=False)
+    known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
+    trees = [predictors[0] for predictors in model._predictors]
+    # The leaf value each row reaches in each tree (sklearn's own predictor, one thread), and what each tree splits on.
+    leaves = np.column_stack(
+        [tree.predict(x, known_categories, feature_map, 1) for tree in trees]
+    ) if trees else np.zeros((len(x), 0))  # fmt: skip
+    splits = [set(tree.nodes["feature_idx"][~tree.nodes["is_leaf"].astype(bool)].tolist()) for tree in trees]
+
+    def probabilities(values: np.ndarray) -> np.ndarray:
+        raw = np.zeros((len(values), 1), dtype=model._baseline_prediction.dtype, order="F")
+        raw += model._baseline_prediction
+        for column in range(values.shape[1]):  # tree by tree, as _predict_iterations adds them
+            raw[:, 0] += values[:, column]
+        return np.asarray(model._loss.predict_proba(raw)[:, 1], dtype=float)
+
+    base = probabilities(leaves)
+    shifted = np.zeros((len(x), len(shifts)))
+    for slot, ((columns, values), rows) in enumerate(zip(shifts, moved, strict=True)):
+        if not len(rows):
+            continue
+        batch = x[rows]
+        batch[:, columns] = values
+        changed = leaves[rows]
+        for t, tree in enumerate(trees):
+            if splits[t] & set(columns):
+                changed[:, t] = tree.predict(batch, known_categories, feature_map, 1)
+        shifted[rows, slot] = probabilities(changed)
+    return base, shifted
 
 
 def feature_groups(columns: Sequence[str]) -> tuple[list[list[int]], list[str]]:

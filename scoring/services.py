@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 from django.db import transaction
 from django.db.models import Max
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from accounts.models import Account, EndUser, EntityType, Membership
 from plgapp.models import Tenant
@@ -278,10 +279,12 @@ def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, An
         with _phase("features"):
             raw = features(history, settings, kind, now, ids, artifact.key_events)
             x = artifact.spec.matrix(raw)
-        with _phase("predict"):
-            values = artifact.trained.predict(x)
-        with _phase("contributions"):
-            groups, contributions = artifact.trained.contributions(x)
+        # One thread: OpenMP threads that wait for busy cores (other workers) made predicting 10 rows take seconds.
+        with threadpool_limits(limits=1):
+            with _phase("predict"):
+                values = artifact.trained.predict(x)
+            with _phase("contributions"):
+                groups, contributions = artifact.trained.contributions(x)
         with _phase("reasons"):
             reasons = _model_reasons(artifact, raw, groups, contributions, peers)
         with _phase("details"):
