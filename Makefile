@@ -10,6 +10,9 @@ INSTALLED := $(VENV)/.installed
 SERVICES := $(PY) -m plgapp.devservices
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH ?= ingest scoring
+BENCH_ARGS ?=
+SCORING_ARGS ?=
 # Browser tests drive Debian's Chromium (never a downloaded browser build).
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM_PATH := $(CHROMIUM)
@@ -22,7 +25,7 @@ help:
 	@echo "make run     web + worker + beat against the configured or embedded services, port PORT"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make format  ruff format + autofix"
-	@echo "make bench   benchmarks (print figures)"
+	@echo "make bench   benchmarks, print figures (BENCH=ingest|scoring to pick one; SCORING_ARGS=\"--accounts 10000\")"
 	@echo "make clean   remove .venv and .local (stops nothing: run after the services are down)"
 
 $(INSTALLED): pyproject.toml
@@ -60,8 +63,15 @@ demo: install
 run: install
 	$(SERVICES) run --instance dev -- $(PY) -m plgapp.runner run --port $(PORT)
 
+# BENCH picks the benchmarks (ingest, scoring; both by default); BENCH_ARGS go to the ingestion benchmark,
+# SCORING_ARGS to the scoring one (e.g. SCORING_ARGS="--accounts 10000" for a quick run).
 bench: install
+ifneq ($(filter ingest,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_ingest.py $(BENCH_ARGS)
+endif
+ifneq ($(filter scoring,$(BENCH)),)
+	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_scoring.py $(SCORING_ARGS)
+endif
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

@@ -245,17 +245,18 @@ def _tree_probabilities(
     x = model._preprocess_X(x, reset=False)
     known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
     trees = [predictors[0] for predictors in model._predictors]
-    # The leaf value each row reaches in each tree (sklearn's own predictor, one thread), and what each tree splits on.
-    leaves = np.column_stack(
-        [tree.predict(x, known_categories, feature_map, 1) for tree in trees]
-    ) if trees else np.zeros((len(x), 0))  # fmt: skip
+    # Trees x rows: the leaf value each row reaches in each tree (sklearn's own predictor, on one thread), and
+    # the features each tree splits on.
+    leaves = np.zeros((len(trees), len(x)))
+    for t, tree in enumerate(trees):
+        leaves[t] = tree.predict(x, known_categories, feature_map, 1)
     splits = [set(tree.nodes["feature_idx"][~tree.nodes["is_leaf"].astype(bool)].tolist()) for tree in trees]
 
     def probabilities(values: np.ndarray) -> np.ndarray:
-        raw = np.zeros((len(values), 1), dtype=model._baseline_prediction.dtype, order="F")
+        raw = np.zeros((values.shape[1], 1), dtype=model._baseline_prediction.dtype, order="F")
         raw += model._baseline_prediction
-        for column in range(values.shape[1]):  # tree by tree, as _predict_iterations adds them
-            raw[:, 0] += values[:, column]
+        for tree_values in values:  # tree by tree, as _predict_iterations adds them up
+            raw[:, 0] += tree_values
         return np.asarray(model._loss.predict_proba(raw)[:, 1], dtype=float)
 
     base = probabilities(leaves)
@@ -265,10 +266,10 @@ def _tree_probabilities(
             continue
         batch = x[rows]
         batch[:, columns] = values
-        changed = leaves[rows]
+        changed = leaves[:, rows]
         for t, tree in enumerate(trees):
             if splits[t] & set(columns):
-                changed[:, t] = tree.predict(batch, known_categories, feature_map, 1)
+                changed[t] = tree.predict(batch, known_categories, feature_map, 1)
         shifted[rows, slot] = probabilities(changed)
     return base, shifted
 

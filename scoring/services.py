@@ -34,7 +34,6 @@ from scoring.models import (
     ModelVersion,
     Score,
     ScoredEntity,
-    ScoreHistory,
     ScoreKind,
     ScoringSettings,
 )
@@ -424,7 +423,7 @@ def scoring_history(
     levels: set[str] = set()
     entity_types: set[str] = {EntityType.MEMBERSHIP}  # roles: seats, users' best role, champions
     if kinds & {ScoreKind.CONVERSION, ScoreKind.CHURN}:
-        levels |= {"account", "pair"}
+        levels.add("account")  # and the active pairs (seats), unless champions load the pair rollups anyway
         entity_types.add(EntityType.ACCOUNT)
     if ScoreKind.HEALTH in kinds:
         levels.add("user")
@@ -437,6 +436,7 @@ def scoring_history(
         since=(midnight(now) - timedelta(days=SCORING_LOOKBACK_DAYS)).date(),
         levels=[level for level in LEVELS if level in levels],
         pairs_since=(midnight(now) - timedelta(days=PAIR_LOOKBACK_DAYS)).date(),
+        active_pairs_on=midnight(now).date() if "account" in levels and "pair" not in levels else None,
         entity_types=[entity_type for entity_type in ENTITY_TYPES if entity_type in entity_types],
         property_keys=MEMBERSHIP_KEYS,
         scope=scope,
@@ -475,49 +475,60 @@ def _id_array(ids: Iterable[int]) -> str:
 
 @dataclass
 class Stored:
-    """The stored scores of one kind, as arrays (model_version -1: none), with their reasons and details."""
+    """The stored scores of one kind, as arrays: what deciding on a ScoreHistory row needs."""
 
     ids: np.ndarray
     values: np.ndarray
-    percentiles: np.ndarray
     grades: np.ndarray
     days: np.ndarray  # UTC day ordinal of computed_at
-    versions: np.ndarray
-    rule_based: np.ndarray
 
 
 def _stored(tenant: Tenant, kind: str, candidates: Sequence[int] | None) -> Stored:
-    where, params = "", {"kind": kind}
-    if candidates is not None:
-        where, params["ids"] = " AND entity_id = ANY(%(ids)s::bigint[])", _id_array(candidates)
+    where, params = "", {"kind": kind, "entity_type": ENTITY_OF_KIND[ScoreKind(kind)]}
+    if candidates is not None:  # entity_type too, so the unique index finds them
+        where = " AND entity_type = %(entity_type)s AND entity_id = ANY(%(ids)s::bigint[])"
+        params["ids"] = _id_array(candidates)
     rows = Score.objects.sql(
         tenant,
         "SELECT array_send(array_agg(entity_id)), array_send(array_agg(value)), "  # noqa: S608 - constant
-        "array_send(array_agg(percentile::int4)), array_send(array_agg(grade::int4)), "
-        "array_send(array_agg(((computed_at AT TIME ZONE 'UTC')::date - DATE '0001-01-01' + 1))), "
-        "array_send(array_agg(COALESCE(model_version, -1)::int4)), array_send(array_agg(rule_based::int4)) "
+        "array_send(array_agg(grade::int4)), "
+        "array_send(array_agg(((computed_at AT TIME ZONE 'UTC')::date - DATE '0001-01-01' + 1))) "
         f"FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s{where}",
         params,
     )
-    row = rows[0] if rows else (None,) * 7
-    return Stored(
-        ids=pg_array(row[0]), values=pg_array(row[1], "f8"), percentiles=pg_array(row[2], "i4"),
-        grades=pg_array(row[3], "i4"), days=pg_array(row[4], "i4"), versions=pg_array(row[5], "i4"),
-        rule_based=pg_array(row[6], "i4"),
-    )  # fmt: skip
+    row = rows[0] if rows else (None,) * 4
+    return Stored(ids=pg_array(row[0]), values=pg_array(row[1], "f8"), grades=pg_array(row[2], "i4"),
+                  days=pg_array(row[3], "i4"))  # fmt: skip
 
 
-def _documents(tenant: Tenant, kind: str, ids: Sequence[int]) -> dict[int, list[Any]]:
-    """entity id -> [reasons, details] of these stored scores."""
-    if not ids:
-        return {}
+def _ranks_among_stored(tenant: Tenant, kind: str, ids: np.ndarray, values: np.ndarray, stored: Stored) -> np.ndarray:
+    """Percentiles of new scores among the stored scores of every other entity plus the new ones (`percentiles`
+    of that population), counted in the database: how many stored scores lie below each new one, in one pass
+    (width_bucket finds each stored score's place among the new ones), instead of fetching them all."""
+    if not len(values):
+        return np.zeros(0, dtype=int)
+    # count(value <= v) == count(value < the next float above v): width_bucket's buckets include their lower bound
+    bounds = np.unique(np.nextafter(values, np.inf))
     rows = Score.objects.sql(
         tenant,
-        "SELECT json_agg(json_build_array(entity_id, reasons, details))::text FROM scoring_score "
-        "WHERE tenant_id = %(tenant)s AND kind = %(kind)s AND entity_id = ANY(%(ids)s::bigint[])",
-        {"kind": kind, "ids": _id_array(ids)},
+        "SELECT width_bucket(value, %(bounds)s::float8[]), count(*) FROM scoring_score "
+        "WHERE tenant_id = %(tenant)s AND kind = %(kind)s GROUP BY 1",
+        {"kind": kind, "bounds": "{" + ",".join(map(repr, bounds.tolist())) + "}"},
     )
-    return {entity_id: [reasons, details] for entity_id, reasons, details in orjson.loads(rows[0][0] or "[]")}
+    per_bucket = np.zeros(len(bounds) + 1, dtype=np.int64)
+    for bucket, count in rows:
+        per_bucket[bucket] = count
+    below = np.cumsum(per_bucket)[:-1]  # below[n]: stored scores under bounds[n]
+    stored_at_or_below = below[np.searchsorted(bounds, np.nextafter(values, np.inf))]
+    slots = entity_slots(ids, stored.ids)
+    replaced = stored.values[slots[slots >= 0]]  # the stored scores the new ones replace
+    size = int(per_bucket.sum()) - len(replaced) + len(values)
+    at_or_below = (
+        stored_at_or_below
+        - np.searchsorted(np.sort(replaced), values, side="right")
+        + np.searchsorted(np.sort(values), values, side="right")
+    )  # fmt: skip
+    return np.clip(np.round(100.0 * at_or_below / size), 0, 100).astype(int)
 
 
 # One statement per batch: the rows travel as one JSON document (cheaper than a parameter per value).
@@ -542,17 +553,7 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
     values = np.asarray(computed.values, dtype=float)
     with _phase("write: read stored"):
         stored = _stored(tenant, kind, None if full else candidates)
-        if full:
-            population = values
-        else:
-            others = Score.objects.sql(
-                tenant,
-                "SELECT array_send(array_agg(value)) FROM scoring_score WHERE tenant_id = %(tenant)s "
-                "AND kind = %(kind)s AND NOT (entity_id = ANY(%(ids)s::bigint[]))",
-                {"kind": kind, "ids": _id_array(computed.ids)},
-            )
-            population = np.concatenate([pg_array(others[0][0] if others else None, "f8"), values])
-    ranks = percentiles(values, population)
+        ranks = percentiles(values, values) if full else _ranks_among_stored(tenant, kind, ids, values, stored)
     grade = grades(ranks)
     details = computed.details if computed.details is not None else [{}] * len(ids)
     before = entity_slots(ids, stored.ids)
@@ -565,26 +566,10 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
             | (np.where(known, stored.grades[was], -1) != grade)
             | (np.where(known, stored.days[was], -1) != now.date().toordinal())
         )
-        # A score identical to the stored one in all but computed_at only gets its time set (no index changes).
-        same = (
-            known
-            & (stored.values[was] == values)
-            & (stored.percentiles[was] == ranks)
-            & (stored.grades[was] == grade)
-            & (stored.versions[was] == (-1 if computed.model_version is None else computed.model_version))
-            & (stored.rule_based[was] == int(computed.rule_based))
-        )
-        with _phase("write: read stored"):
-            documents = _documents(tenant, kind, ids[same].tolist())
-        for n in np.flatnonzero(same).tolist():
-            document = documents[int(ids[n])]
-            same[n] = document[0] == computed.reasons[n] and document[1] == details[n]
     else:
         moved = np.ones(len(ids), dtype=bool)
-        same = np.zeros(len(ids), dtype=bool)
     stale = np.setdiff1d(stored.ids, ids)
     id_list, value_list, rank_list, grade_list = ids.tolist(), values.tolist(), ranks.tolist(), grade.tolist()
-    changed = np.flatnonzero(~same).tolist()
     with transaction.atomic():
         with _phase("write: delete"):
             if full:
@@ -601,20 +586,12 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
                     "AND entity_id = ANY(%(ids)s::bigint[])",
                     {"kind": kind, "ids": _id_array(stale.tolist())},
                 )
-        with _phase("write: unchanged"):
-            if same.any():
-                Score.objects.sql(
-                    tenant,
-                    "UPDATE scoring_score SET computed_at = %(now)s WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
-                    "AND entity_id = ANY(%(ids)s::bigint[])",
-                    {"kind": kind, "now": now, "ids": _id_array(ids[same].tolist())},
-                )
-        for start in range(0, len(changed), WRITE_BATCH):
+        for start in range(0, len(id_list), WRITE_BATCH):
             with _phase("write: encode"):
                 rows = orjson.dumps([
                     {"e": id_list[n], "v": value_list[n], "p": rank_list[n], "g": grade_list[n],
                      "r": computed.reasons[n], "d": details[n]}
-                    for n in changed[start : start + WRITE_BATCH]
+                    for n in range(start, min(start + WRITE_BATCH, len(id_list)))
                 ]).decode()  # fmt: skip
             with _phase("write: upsert"):
                 Score.objects.sql(tenant, UPSERT_SCORES, {
@@ -622,14 +599,15 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
                     "rule_based": computed.rule_based, "now": now, "rows": rows,
                 })  # fmt: skip
         with _phase("write: history"):
-            ScoreHistory.objects.copy(
-                tenant,
-                ["kind", "entity_type", "entity_id", "value", "grade", "model_version", "computed_at"],
-                (
-                    (kind, entity_type, id_list[n], value_list[n], grade_list[n], computed.model_version, now)
-                    for n in np.flatnonzero(moved).tolist()
-                ),
-            )
+            if moved.any():  # copied from the rows just written, inside the database
+                Score.objects.sql(
+                    tenant,
+                    "INSERT INTO scoring_scorehistory (tenant_id, kind, entity_type, entity_id, value, grade, "
+                    "model_version, computed_at) SELECT tenant_id, kind, entity_type, entity_id, value, grade, "
+                    "model_version, computed_at FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
+                    "AND entity_id = ANY(%(ids)s::bigint[])",
+                    {"kind": kind, "ids": _id_array(ids[moved].tolist())},
+                )
     return len(id_list)
 
 
@@ -735,8 +713,9 @@ def _health_of(tenant: Tenant, users: np.ndarray) -> np.ndarray:
     rows = Score.objects.sql(
         tenant,
         "SELECT array_send(array_agg(entity_id)), array_send(array_agg(value)) FROM scoring_score "
-        "WHERE tenant_id = %(tenant)s AND kind = %(kind)s AND entity_id = ANY(%(ids)s::bigint[])",
-        {"kind": ScoreKind.HEALTH, "ids": _id_array(np.unique(users).tolist())},
+        "WHERE tenant_id = %(tenant)s AND kind = %(kind)s AND entity_type = %(user)s "
+        "AND entity_id = ANY(%(ids)s::bigint[])",
+        {"kind": ScoreKind.HEALTH, "user": ScoredEntity.USER, "ids": _id_array(np.unique(users).tolist())},
     )
     ids, values = (pg_array(rows[0][0]), pg_array(rows[0][1], "f8")) if rows else (np.zeros(0), np.zeros(0))
     slots = entity_slots(users, ids.astype(np.int64))

@@ -226,6 +226,9 @@ class History:
     first_day: FirstDays = field(default_factory=FirstDays)
     # The tenant's events per name, for key_events_of, when not every account and user was loaded.
     name_totals: Callable[[], dict[str, int]] | None = None
+    levels: tuple[str, ...] = LEVELS  # the rollup levels loaded
+    # snapshot day (ordinal) -> (account ids, user ids) active in an account in the ACTIVE_SEAT_DAYS days before it
+    active_pairs: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -437,6 +440,7 @@ def load_history(
     pairs_since: date | None = None,
     entity_types: Sequence[str] = ENTITY_TYPES,
     property_keys: Mapping[str, Sequence[str]] | None = None,
+    active_pairs_on: date | None = None,
     scope: Scope | None = None,
 ) -> History:
     """Everything features need for this tenant, or only part of it:
@@ -445,6 +449,8 @@ def load_history(
       `pairs_since`: pair-level rollups from that (later) day on;
     - `levels`: the rollup levels ("account", "user", "pair") to load; `entity_types`: whose properties,
       `property_keys`: only these keys of some entity types (e.g. {"membership": ["role"]});
+    - `active_pairs_on`: the users active in each account in the 30 days before that day (active seats at
+      that snapshot day without the pair-level rollups);
     - `scope`: only these accounts and users (and their memberships): rescoring a few changed entities.
     First days of activity are always those of all time. Everything moves as binary arrays (`pg_array`)."""
     with transaction.atomic():
@@ -477,6 +483,9 @@ def load_history(
             property_types=types,
         )
         history.first_day = _first_days(tenant, loaded, since, scope)
+        history.levels = tuple(loaded)
+        if active_pairs_on is not None:
+            history.active_pairs[active_pairs_on.toordinal()] = _active_pairs(tenant, active_pairs_on, scope)
     if scope is not None or not {"account", "user"} <= set(levels):
         history.name_totals = lambda: name_totals(tenant, since=since)  # only the loaded rows cannot tell
     return history
@@ -730,6 +739,38 @@ def members_as_of(history: History, at: datetime) -> dict[int, list[tuple[int, i
     return members
 
 
+def _recent_pairs(history: History, cutoff: int) -> tuple[np.ndarray, np.ndarray]:
+    """(account ids, user ids) of the users active in an account in the ACTIVE_SEAT_DAYS days before `cutoff`
+    (repeats allowed): loaded as such for that day, or taken from the pair-level rollups."""
+    if cutoff in history.active_pairs:
+        return history.active_pairs[cutoff]
+    if "pair" not in history.levels:
+        raise ValueError(f"neither pair rollups nor the active pairs before day {cutoff} were loaded")
+    pairs = history.pair_rollups
+    recent = np.flatnonzero((pairs.day < cutoff) & (pairs.day >= cutoff - ACTIVE_SEAT_DAYS))
+    return pairs.entity[recent], pairs.other[recent]
+
+
+def _active_pairs(tenant: Tenant, day: date, scope: Scope | None) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (account, user) pairs with activity in the ACTIVE_SEAT_DAYS days before `day`, as the
+    database finds them: much less to move than those days' pair-level rollups."""
+    from signals.models import DailyRollup
+
+    params: dict[str, Any] = {"first": day - timedelta(days=ACTIVE_SEAT_DAYS), "day": day}
+    where = ""
+    if scope is not None:
+        where, params["ids"] = " AND account_id = ANY(%(ids)s::bigint[])", list(scope.accounts)
+    rows = DailyRollup.objects.sql(
+        tenant,
+        "SELECT array_send(array_agg(account)), array_send(array_agg(member)) FROM (SELECT account_id AS account, "  # noqa: S608
+        "unnest(array_agg(DISTINCT end_user_id)) AS member FROM signals_dailyrollup WHERE tenant_id = %(tenant)s "
+        f"AND account_id <> 0 AND end_user_id <> 0 AND day >= %(first)s AND day < %(day)s{where} "
+        "GROUP BY account_id) AS pairs",
+        params,
+    )
+    return (pg_array(rows[0][0]), pg_array(rows[0][1])) if rows else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
 def _pair_codes(accounts: np.ndarray, users: np.ndarray, all_users: np.ndarray) -> np.ndarray:
     """One integer per (account slot, user id) pair; `all_users` holds every user id that may appear."""
     top = int(all_users.max()) + 1 if len(all_users) else 1
@@ -764,12 +805,11 @@ def account_features(
     members, slots = active_members[mine], slots[mine]
     seats = np.bincount(slots, minlength=size).astype(float)
     # A seat is active when its user did something in that account in the last ACTIVE_SEAT_DAYS days.
-    pairs = history.pair_rollups
-    recent = np.flatnonzero((pairs.day < cutoff) & (pairs.day >= cutoff - ACTIVE_SEAT_DAYS))
-    pair_slots = entity_slots(pairs.entity[recent], ids_array)
+    pair_accounts, pair_users = _recent_pairs(history, cutoff)
+    pair_slots = entity_slots(pair_accounts, ids_array)
     seen = pair_slots >= 0
-    every_user = np.concatenate([memberships.user[members], pairs.other[recent][seen]])
-    active_codes = _pair_codes(pair_slots[seen], pairs.other[recent][seen], every_user)
+    every_user = np.concatenate([memberships.user[members], pair_users[seen]])
+    active_codes = _pair_codes(pair_slots[seen], pair_users[seen], every_user)
     is_active = np.isin(_pair_codes(slots, memberships.user[members], every_user), active_codes)
     active = np.bincount(slots[is_active], minlength=size).astype(float)
     roles = _roles(history, memberships.pk[members], at)

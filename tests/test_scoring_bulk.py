@@ -1,0 +1,266 @@
+"""Scoring's bulk paths agree with their plain definitions (the issue 4 benchmark work made them fast):
+
+- reasons are picked for many entities at once exactly as `reasons.pick` picks them one by one;
+- contributions re-evaluate only the rows and trees a feature group touches, and equal predict_proba on the
+  rows with that group set to its typical value (gradient boosting, logistic regression, their blend);
+- a few changed entities are rescored from their own data only: the same features as a whole-tenant load,
+  the same scores as a full rescore;
+- the score write keeps ScoreHistory's rules (a row when a score is new, moves, changes grade, or on a new day)
+  and drops the scores of entities no longer scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from django.db import transaction
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from accounts.models import Account, EndUser, Membership, StageChange
+from plgapp.models import Tenant
+from plgapp.services import tenant_create
+from scoring.datasets import features
+from scoring.generator import generate
+from scoring.learn import Blend, Trained, feature_groups, percentiles
+from scoring.models import Score, ScoreHistory, ScoreKind
+from scoring.reasons import pick
+from scoring.services import _reason_rows as reason_rows
+from scoring.services import (
+    _round3,
+    choose_reasons,
+    rescore_changed,
+    scores_refresh,
+    scores_refresh_all,
+    scoring_history,
+    settings_set,
+    working_settings,
+)
+from signals.features import RawFeatures
+from signals.processing import dirty_entities_process
+
+END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+KEY_EVENTS = ["report_created", "alert_created"]
+
+
+# --- reasons for many entities at once ---------------------------------------------------------------------
+
+
+def test_reasons_picked_in_bulk_are_those_pick_picks_one_entity_at_a_time() -> None:
+    rng = np.random.default_rng(7)
+    for _case in range(200):
+        rows, size = int(rng.integers(0, 40)), int(rng.integers(0, 9))
+        weights = rng.normal(0.0, 0.02, (rows, size))
+        # ties, zeros and values on the thresholds, where the order rules show
+        for value, share in ((0.0, 0.2), (0.01, 0.15), (-0.01, 0.1), (0.005, 0.05), (-0.005, 0.05), (0.0005, 0.05)):
+            weights[rng.random((rows, size)) < share] = value
+        names = [f"feature_{n}" for n in range(size)]
+        bulk = reason_rows(choose_reasons(weights), names, weights, lambda row, slot: f"text {row}/{slot}")
+        for row in range(rows):
+            one = pick([(names[slot], float(weights[row, slot]), f"text {row}/{slot}") for slot in range(size)])
+            assert bulk[row] == one, (weights[row], bulk[row], one)
+
+
+def test_weights_are_rounded_as_python_rounds_them_also_next_to_ties() -> None:
+    rng = np.random.default_rng(3)
+    values = np.concatenate([
+        rng.normal(0.0, 1.0, 50_000) * rng.choice([1e-3, 1.0, 100.0], 50_000),
+        np.arange(-2000, 2000) / 2000,  # exact halves of the third decimal
+        np.arange(-2000, 2000) / 1000 + 0.0005,  # near-ties that binary floats put on either side
+    ])  # fmt: skip
+    assert _round3(values.reshape(1, -1))[0] == [round(value, 3) for value in values.tolist()]
+
+
+# --- contributions ----------------------------------------------------------------------------------------------
+
+
+def _trained(base: Any, x: np.ndarray, columns: list[str]) -> Trained:
+    groups, names = feature_groups(columns)
+    reference = np.nanmedian(x, axis=0)
+    reference[[columns.index(f"plan={plan}") for plan in ("a", "b", "c")]] = [1.0, 0.0, 0.0]
+    importances = {name: float(n) for n, name in enumerate(names)}
+    return Trained(algorithm="test", model=base, base=base, columns=columns, groups=groups, group_names=names,
+                   reference=reference, positive_medians={}, importances=importances)  # fmt: skip
+
+
+def _by_definition(trained: Trained, x: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Every row predicted again with each group at its typical value (what contributions means)."""
+    ranked, _fast = trained.contributions(x[:1])
+    base = trained.base.predict_proba(x)[:, 1]
+    shifted = np.zeros((len(x), len(ranked)))
+    for slot, group in enumerate(ranked):
+        moved = x.copy()
+        moved[:, trained.groups[group]] = trained.reference[trained.groups[group]]
+        shifted[:, slot] = trained.base.predict_proba(moved)[:, 1]
+    return ranked, base[:, None] - shifted
+
+
+def _data() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rng = np.random.default_rng(11)
+    rows = 3000
+    counts = rng.poisson(rng.choice([0.0, 0.5, 4.0], (rows, 4)))  # mostly at the median for some rows
+    plan = rng.choice(3, rows)
+    one_hot = np.eye(3)[plan]
+    ratio = rng.random(rows)
+    ratio[rng.random(rows) < 0.1] = np.nan  # missing values take their own branch
+    x = np.column_stack([counts, ratio, one_hot]).astype(float)
+    logit = 0.6 * counts[:, 0] - 0.4 * counts[:, 1] + 1.5 * np.nan_to_num(ratio) - 0.8 * (plan == 2) - 1.0
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return x, y, ["count:a", "count:b", "count:c", "count:d", "ratio", "plan=a", "plan=b", "plan=c"]
+
+
+def test_contributions_of_gradient_boosting_equal_predictions_on_the_shifted_rows_exactly() -> None:
+    x, y, columns = _data()
+    model = HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=8, random_state=1).fit(x, y)
+    trained = _trained(model, x, columns)
+
+    ranked, fast = trained.contributions(x)
+
+    expected_ranked, expected = _by_definition(trained, x)
+    assert ranked == expected_ranked
+    assert np.array_equal(fast, expected)
+    assert (fast == 0).any()  # rows already at the typical value are not moved ...
+    assert (fast != 0).any()  # ... the others are
+
+
+def test_contributions_of_a_logistic_regression_and_of_a_blend_equal_predictions_on_the_shifted_rows() -> None:
+    x, y, columns = _data()
+    linear = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression()).fit(x, y)
+    boosted = HistGradientBoostingClassifier(max_iter=40, random_state=2).fit(x, y)
+    for base in (linear, Blend([boosted, linear]).fit(x, y)):
+        trained = _trained(base, x, columns)
+
+        ranked, fast = trained.contributions(x)
+
+        expected_ranked, expected = _by_definition(trained, x)
+        assert ranked == expected_ranked
+        np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-12)
+
+
+# --- loading only what changed, writing scores ------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    tenant: Tenant
+    accounts: list[int]
+    users: list[int]
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
+    """A generated 25-account, 50-day tenant with its rollups, for the module (rolled back at its end)."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        tenant = tenant_create(name="Bulk", slug="bulk")
+        generate(tenant, accounts=25, seed=5, days=50, end=END)
+        settings_set(tenant=tenant, raw={"key_events": KEY_EVENTS}, now=END)
+        dirty_entities_process(tenant_id=tenant.pk)  # rollups, and the scores the processor writes: start without
+        Score.objects.for_tenant(tenant).delete()
+        ScoreHistory.objects.for_tenant(tenant).delete()
+        yield World(
+            tenant,
+            sorted(Account.objects.for_tenant(tenant).values_list("pk", flat=True)),
+            sorted(EndUser.objects.for_tenant(tenant).values_list("pk", flat=True)),
+        )
+        transaction.set_rollback(True)
+
+
+def _same_table(one: RawFeatures, other: RawFeatures) -> None:
+    assert np.array_equal(one.ids, other.ids)
+    assert list(one.numbers) == list(other.numbers)
+    for name, values in one.numbers.items():
+        assert np.array_equal(values, other.numbers[name], equal_nan=True), name
+    assert one.categories == other.categories
+    assert one.describe == other.describe
+
+
+@pytest.mark.django_db
+def test_a_few_entities_loaded_alone_have_the_features_they_have_in_the_whole_tenant(world: World) -> None:
+    tenant, now = world.tenant, END + timedelta(hours=3)
+    settings = working_settings(tenant=tenant)
+    accounts, users = world.accounts[::6], world.users[::9]
+    everything = scoring_history(tenant=tenant, kinds=list(ScoreKind), now=now)
+
+    for_accounts = scoring_history(tenant=tenant, kinds=[ScoreKind.CONVERSION, ScoreKind.CHURN], now=now,
+                                   accounts=accounts)  # fmt: skip
+    for_users = scoring_history(tenant=tenant, kinds=[ScoreKind.HEALTH], now=now, users=users)
+
+    assert len(for_accounts.account_rollups.count) < len(everything.account_rollups.count)
+    assert set(for_accounts.memberships.account.tolist()) <= set(accounts)
+    for kind in (ScoreKind.CONVERSION, ScoreKind.CHURN):
+        _same_table(features(everything, settings, kind, now, accounts, KEY_EVENTS),
+                    features(for_accounts, settings, kind, now, accounts, KEY_EVENTS))  # fmt: skip
+    _same_table(features(everything, settings, ScoreKind.HEALTH, now, users, KEY_EVENTS),
+                features(for_users, settings, ScoreKind.HEALTH, now, users, KEY_EVENTS))  # fmt: skip
+
+
+def _scores(tenant: Tenant) -> dict[tuple[str, int], tuple[Any, ...]]:
+    return {
+        (kind, entity_id): tuple(rest)
+        for kind, entity_id, *rest in Score.objects.for_tenant(tenant).values_list(
+            "kind", "entity_id", "value", "percentile", "grade", "reasons", "rule_based", "details", "computed_at"
+        )
+    }
+
+
+@pytest.mark.django_db
+def test_rescoring_changed_entities_from_their_own_data_writes_what_a_whole_tenant_load_writes(world: World) -> None:
+    tenant, now = world.tenant, END + timedelta(hours=5)
+    scores_refresh_all(tenant=tenant, now=now)  # the stored scores new ones are ranked among
+    users = world.users[::4]
+    changed = [("account", pk) for pk in world.accounts[::5]] + [("user", pk) for pk in users]
+    later = now + timedelta(minutes=10)
+
+    rescore_changed(tenant, changed, later)
+
+    from_own_data = _scores(tenant)
+    rescored = {key for key, value in from_own_data.items() if value[-1] == later}
+    assert {kind for kind, _pk in rescored} == set(ScoreKind)
+    for (kind, pk), (value, percentile, *_rest) in from_own_data.items():  # ranked among every stored score
+        if (kind, pk) in rescored:
+            population = np.array([row[0] for key, row in from_own_data.items() if key[0] == kind])
+            assert percentile == percentiles(np.array([value]), population)[0]
+    # The same rescoring from a load of the whole tenant.
+    everything = scoring_history(tenant=tenant, kinds=list(ScoreKind), now=later)
+    of_users = Membership.objects.for_tenant(tenant).filter(end_user_id__in=users).values_list("account_id", flat=True)
+    accounts = sorted(set(world.accounts[::5]) | set(of_users))  # as rescore_changed widens them
+    scores_refresh(tenant=tenant, kind=ScoreKind.HEALTH, now=later, entity_ids=users, history=everything)
+    for kind in (ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.CHAMPION):
+        scores_refresh(tenant=tenant, kind=kind, now=later, entity_ids=accounts, history=everything)
+    assert _scores(tenant) == from_own_data
+
+
+@pytest.mark.django_db
+def test_history_rows_follow_new_moved_and_new_day_scores_and_stale_scores_are_dropped(world: World) -> None:
+    tenant, now = world.tenant, END + timedelta(hours=1)
+    written = scores_refresh(tenant=tenant, kind=ScoreKind.CONVERSION, now=now)
+    assert written > 0
+    history = ScoreHistory.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION)
+    assert history.count() == written  # every score is new
+
+    scores_refresh(tenant=tenant, kind=ScoreKind.CONVERSION, now=now + timedelta(minutes=30))
+    assert history.count() == written  # the same day, nothing moved: no row
+    assert set(
+        Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION).values_list("computed_at", flat=True)
+    ) == {now + timedelta(minutes=30)}
+
+    converted = (
+        Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION).values_list("entity_id", flat=True)[0]
+    )
+    StageChange.objects.for_tenant(tenant).create(
+        entity_type="account", entity_id=converted, from_stage="Trial", to_stage="Customer",
+        changed_at=now + timedelta(minutes=40),
+    )  # fmt: skip
+    moved = scores_refresh(tenant=tenant, kind=ScoreKind.CONVERSION, now=now + timedelta(days=1))
+
+    assert not Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION, entity_id=converted).exists()
+    assert moved == written - 1
+    assert history.count() == written + moved  # a new day: a row for every score
