@@ -18,7 +18,15 @@ import numpy as np
 from accounts.models import EntityType
 from scoring.config import stage_group
 from scoring.models import ENTITY_OF_KIND, ScoreKind
-from signals.features import FeatureSpec, History, RawFeatures, account_features, snapshot_day, user_features
+from signals.features import (
+    FeatureSpec,
+    History,
+    RawFeatures,
+    account_features,
+    snapshot_day,
+    user_features,
+    visible_before,
+)
 from signals.signal_features import signal_features
 
 MAX_SNAPSHOTS = 52
@@ -43,7 +51,7 @@ def eligible(history: History, settings: dict[str, Any], kind: str, at: datetime
         wanted = STAGE_GROUP_OF_KIND[kind][0]
         return [pk for pk in candidates if stage_group(settings, _stage(history, EntityType.ACCOUNT, pk, at)) == wanted]
     if kind == ScoreKind.HEALTH:
-        cutoff = snapshot_day(at)
+        cutoff = visible_before(history, at)
         first = history.first_day.lookup(EntityType.USER, np.asarray(candidates, dtype=np.int64), cutoff)
         return [pk for pk, day in zip(candidates, first.tolist(), strict=True) if day < cutoff]
     raise ValueError(f"no dataset for {kind}")

@@ -25,6 +25,12 @@ UNKNOWN = {  # what a missing value means, where it means something
     "key_event_share": "no activity in 30 days",
 }
 MIN_WEIGHT = 0.005
+RATES = {  # per day of observed life (up to 30) and per teammate
+    "events_per_day": "{} events a day",
+    "events_per_seat_day": "{} events per teammate a day",
+    "key_events_per_seat_day": "{} key events per teammate a day",
+    "seats_per_week": "{} teammates joined per week",
+}
 
 
 def _number(value: float) -> str:
@@ -59,6 +65,8 @@ def render(name: str, value: float, describe: dict[str, Any], *, median: float |
     if kind == "days_since_last_active":
         if value >= 3650:
             return "never active"
+        if value < 1:
+            return "active today"
         if value <= 1:
             return "active yesterday"
         return f"no activity for {_number(value)} days"
@@ -90,7 +98,12 @@ def render(name: str, value: float, describe: dict[str, Any], *, median: float |
     if kind == "activation":
         return f"activation {round(value * 100)}%"
     if kind == "age_days":
-        return f"first active {_number(value)} days ago"
+        return "first active today" if value < 1 else f"first active {_number(value)} days ago"
+    if kind in RATES:
+        return RATES[kind].format(_number(value)) + _versus(value, median, peers)
+    if kind in ("key_event_share", "active_day_share"):
+        what = "key events are {}% of the activity" if kind == "key_event_share" else "active on {}% of days"
+        return what.format(round(value * 100))
     if kind == "quota_ratio":
         return f"{describe['quota'].strip('_')} at {round(value * 100)}% of its limit"
     if kind == "quota_days_left":

@@ -50,11 +50,15 @@ class Component:
 
 
 RULES: dict[str, Sequence[Component]] = {
+    # Intensity over totals: a trial's totals mostly tell its age, and a trial that has not converted after
+    # weeks rarely does; how busy it is per day, how fast its team grows and whether activity is rising do tell.
     "conversion": (
-        Component("activation", 0.35, _as_is),
-        Component("key_events_30d", 0.30, _rank),
-        Component("active_seats_30d", 0.15, _rank),
-        Component("days_since_last_active", 0.20, _recency(14)),
+        Component("events_per_day", 0.30, _rank),
+        Component("key_events_per_seat_day", 0.10, _rank),
+        Component("seats_per_week", 0.20, _rank),
+        Component("trend_30d", 0.10, _rank),
+        Component("age_days", 0.20, _recency(30)),
+        Component("days_since_last_active", 0.10, _recency(7)),
     ),
     "churn": (
         Component("events_30d", 0.35, _inverse(_rank)),

@@ -436,7 +436,8 @@ def scoring_history(
         since=(midnight(now) - timedelta(days=SCORING_LOOKBACK_DAYS)).date(),
         levels=[level for level in LEVELS if level in levels],
         pairs_since=(midnight(now) - timedelta(days=PAIR_LOOKBACK_DAYS)).date(),
-        active_pairs_on=midnight(now).date() if "account" in levels and "pair" not in levels else None,
+        active_pairs_at=now if "account" in levels and "pair" not in levels else None,
+        live_at=now,
         entity_types=[entity_type for entity_type in ENTITY_TYPES if entity_type in entity_types],
         property_keys=MEMBERSHIP_KEYS,
         scope=scope,
@@ -660,7 +661,7 @@ def champions_refresh(
         return texts[slot][row]
 
     reasons = _reason_rows(choose_reasons(contributions), names, contributions, text)
-    computed = Computed(pks.tolist(), values, reasons, None, False)
+    computed = Computed(pks.tolist(), values, reasons, None, True)  # a transparent formula, never a model
     collected = _phases.get()
     if collected is not None:
         collected["champion scores"] = collected.get("champion scores", 0.0) + time.perf_counter() - began

@@ -16,7 +16,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
@@ -227,6 +227,7 @@ class History:
     # The tenant's events per name, for key_events_of, when not every account and user was loaded.
     name_totals: Callable[[], dict[str, int]] | None = None
     levels: tuple[str, ...] = LEVELS  # the rollup levels loaded
+    live_at: datetime | None = None  # loaded at this instant to score live (see visible_before)
     # snapshot day (ordinal) -> (account ids, user ids) active in an account in the ACTIVE_SEAT_DAYS days before it
     active_pairs: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
@@ -440,7 +441,8 @@ def load_history(
     pairs_since: date | None = None,
     entity_types: Sequence[str] = ENTITY_TYPES,
     property_keys: Mapping[str, Sequence[str]] | None = None,
-    active_pairs_on: date | None = None,
+    active_pairs_at: datetime | None = None,
+    live_at: datetime | None = None,
     scope: Scope | None = None,
 ) -> History:
     """Everything features need for this tenant, or only part of it:
@@ -449,8 +451,9 @@ def load_history(
       `pairs_since`: pair-level rollups from that (later) day on;
     - `levels`: the rollup levels ("account", "user", "pair") to load; `entity_types`: whose properties,
       `property_keys`: only these keys of some entity types (e.g. {"membership": ["role"]});
-    - `active_pairs_on`: the users active in each account in the 30 days before that day (active seats at
-      that snapshot day without the pair-level rollups);
+    - `active_pairs_at`: the users active in each account in the 30 days before that instant (active seats at
+      that snapshot without the pair-level rollups);
+    - `live_at`: loaded at this instant to score live: features at it also see the day under way;
     - `scope`: only these accounts and users (and their memberships): rescoring a few changed entities.
     First days of activity are always those of all time. Everything moves as binary arrays (`pg_array`)."""
     with transaction.atomic():
@@ -483,9 +486,10 @@ def load_history(
             property_types=types,
         )
         history.first_day = _first_days(tenant, loaded, since, scope)
-        history.levels = tuple(loaded)
-        if active_pairs_on is not None:
-            history.active_pairs[active_pairs_on.toordinal()] = _active_pairs(tenant, active_pairs_on, scope)
+        history.levels, history.live_at = tuple(loaded), live_at
+        if active_pairs_at is not None:
+            day = visible_before(history, active_pairs_at)
+            history.active_pairs[day] = _active_pairs(tenant, date.fromordinal(day), scope)
     if scope is not None or not {"account", "user"} <= set(levels):
         history.name_totals = lambda: name_totals(tenant, since=since)  # only the loaded rows cannot tell
     return history
@@ -546,8 +550,20 @@ def property_column(history: History, entity_type: str, key: str, ids: np.ndarra
 
 
 def snapshot_day(at: datetime) -> int:
-    """Rollup days strictly before this ordinal are visible at `at` (a day counts once it is over)."""
+    """Rollup days strictly before this ordinal are complete at `at` (a day counts once it is over)."""
     return at.astimezone(UTC).date().toordinal()
+
+
+def visible_before(history: History, at: datetime) -> int:
+    """Rollup days strictly before this ordinal are visible to features at `at`: the complete days before it,
+    and, when `at` is the instant the history was loaded for live scoring, the day under way too. Its rollups
+    then hold exactly what had happened by `at`, so today's events move today's scores; at any other instant
+    the day's bucket would mix what came before `at` with what came after (point-in-time snapshots, which
+    training takes at midnights, where both rules agree)."""
+    day = snapshot_day(at)
+    if history.live_at is not None and at == history.live_at and at.astimezone(UTC).time() != time(0):
+        return day + 1
+    return day
 
 
 def key_events_of(history: History, configured: Sequence[str]) -> list[str]:
@@ -636,8 +652,9 @@ def _window_counts(
     return result
 
 
-def _activity(rollups: Rollups | _Visible, ids: np.ndarray, cutoff: int) -> dict[str, np.ndarray]:
-    """All-event totals: last 30 / previous 30 days, active days in 30, days since the last active day."""
+def _activity(rollups: Rollups | _Visible, ids: np.ndarray, cutoff: int, today: int) -> dict[str, np.ndarray]:
+    """All-event totals: last 30 / previous 30 days, active days in 30, days since the last active day counted
+    from `today` (the snapshot's day: 0 when active on the day under way, 1 when active the day before)."""
     view = rollups if isinstance(rollups, _Visible) else _visible(rollups, ids, cutoff)
     size = len(ids)
     last30, prev30, active30 = np.zeros(size), np.zeros(size), np.zeros(size)
@@ -652,7 +669,7 @@ def _activity(rollups: Rollups | _Visible, ids: np.ndarray, cutoff: int) -> dict
         days = np.zeros(size * 30, dtype=bool)
         days[view.slot[recent] * 30 + (age[recent] - 1)] = True
         active30 = days.reshape(size, 30).sum(axis=1).astype(float)
-    since = np.where(last_day >= 0, cutoff - last_day, NEVER_DAYS).astype(float)
+    since = np.where(last_day >= 0, today - last_day, NEVER_DAYS).astype(float)
     trend = np.log((last30 + 1.0) / (prev30 + 1.0))
     return {"events_30d": last30, "events_prev_30d": prev30, "trend_30d": trend, "active_days_30d": active30,
             "days_since_last_active": since}  # fmt: skip
@@ -785,14 +802,14 @@ def account_features(
 ) -> RawFeatures:
     """Features of accounts at instant `at` (a training snapshot or now)."""
     ids_array = np.asarray(ids, dtype=np.int64)
-    cutoff = snapshot_day(at)
+    cutoff = visible_before(history, at)
     raw = RawFeatures(ids=ids_array)
     view = _visible(history.account_rollups, ids_array, cutoff)
     counts = _window_counts(view, ids_array, cutoff, key_events, WINDOWS)
     for (name, window), values in counts.items():
         raw.numbers[f"count:{name}:{window}d"] = values
         raw.describe[f"count:{name}:{window}d"] = {"kind": "count", "event": name, "window": window}
-    for name, values in _activity(view, ids_array, cutoff).items():
+    for name, values in _activity(view, ids_array, cutoff, snapshot_day(at)).items():
         raw.numbers[name] = values
         raw.describe[name] = {"kind": name}
     key_30 = sum((counts[(name, 30)] for name in key_events), np.zeros(len(ids_array)))
@@ -825,7 +842,8 @@ def account_features(
             raw.describe[f"role_share:{role}"] = {"kind": "role_share", "role": role}
 
     # Age as of the snapshot: a first activity after it (an entity that existed but was quiet) is not known yet.
-    age = cutoff - np.minimum(history.first_day.lookup(EntityType.ACCOUNT, ids_array, cutoff), cutoff)
+    today = snapshot_day(at)
+    age = today - np.minimum(history.first_day.lookup(EntityType.ACCOUNT, ids_array, cutoff), today)
     raw.numbers["age_days"] = age.astype(float)
     raw.describe["age_days"] = {"kind": "age_days"}
     _intensity(raw, age, seats, key_30)
@@ -910,7 +928,7 @@ def milestones_reached(
 ) -> np.ndarray:
     """accounts x milestones: 1.0 where the account reached the milestone before `at` (settings order)."""
     milestones = settings.get("milestones", [])
-    cutoff = snapshot_day(at)
+    cutoff = visible_before(history, at)
     reached = np.zeros((len(ids), len(milestones)))
     if view is None:
         view = _visible(history.account_rollups, ids, cutoff)
@@ -946,20 +964,21 @@ def user_features(
 ) -> RawFeatures:
     """Features of users at instant `at` (health: will they be active in the next days?)."""
     ids_array = np.asarray(ids, dtype=np.int64)
-    cutoff = snapshot_day(at)
+    cutoff = visible_before(history, at)
     raw = RawFeatures(ids=ids_array)
     view = _visible(history.user_rollups, ids_array, cutoff)
     counts = _window_counts(view, ids_array, cutoff, key_events, USER_WINDOWS)
     for (name, window), values in counts.items():
         raw.numbers[f"count:{name}:{window}d"] = values
         raw.describe[f"count:{name}:{window}d"] = {"kind": "count", "event": name, "window": window}
-    for name, values in _activity(view, ids_array, cutoff).items():
+    for name, values in _activity(view, ids_array, cutoff, snapshot_day(at)).items():
         raw.numbers[name] = values
         raw.describe[name] = {"kind": name}
     # Activity in the last week, the strongest single hint of the next two weeks.
     raw.numbers["events_7d"] = view.sums(view.age <= 7) if len(view.count) else np.zeros(len(ids_array))
     raw.describe["events_7d"] = {"kind": "events_7d"}
-    age = cutoff - np.minimum(history.first_day.lookup(EntityType.USER, ids_array, cutoff), cutoff)  # as of it
+    today = snapshot_day(at)
+    age = today - np.minimum(history.first_day.lookup(EntityType.USER, ids_array, cutoff), today)  # as of it
     raw.numbers["age_days"] = age.astype(float)
     raw.describe["age_days"] = {"kind": "age_days"}
     weights = settings.get("champion", {}).get("role_weights", {})
@@ -993,7 +1012,7 @@ def team_activity(
     history: History, memberships: np.ndarray, at: datetime, key_events: Sequence[str], days: int = 30
 ) -> TeamActivity:
     """The user's share of the team's key activity, for each of `memberships`, over the `days` before `at`."""
-    cutoff = snapshot_day(at)
+    cutoff = visible_before(history, at)
     pairs = history.pair_rollups
     name_index = {name: n for n, name in enumerate(pairs.names)}
     events = [name for name in key_events if name in name_index]

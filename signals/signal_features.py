@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from signals.features import History, RawFeatures, Rollups, entity_slots, property_column, snapshot_day
+from signals.features import History, RawFeatures, Rollups, entity_slots, property_column, visible_before
 
 MAX_WINDOW_DAYS = 90  # scoring loads rollups this far back (and more): a longer window would read a partial count
 
@@ -31,7 +31,9 @@ def signal_features(
     for signal in mine:
         name = f"signal:{signal['key']}"
         if signal["kind"] == "event_count":
-            column = _event_count(rollups, ids, snapshot_day(at), signal["event"], int(signal["window_days"]))
+            column = _event_count(
+                rollups, ids, visible_before(history, at), signal["event"], int(signal["window_days"])
+            )
         elif signal["kind"] == "property":
             key, equals = signal["property"], signal.get("equals")
             values = property_column(history, entity_type, key, ids, at).tolist()

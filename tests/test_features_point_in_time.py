@@ -322,3 +322,35 @@ def test_training_rows_are_only_snapshots_whose_horizon_has_passed(tenant_a: Ten
             assert (
                 dataset.labels[rows].tolist() == datasets.labels(history, settings, kind, at, list(table.ids)).tolist()
             )
+
+
+@pytest.mark.django_db
+def test_live_scoring_sees_the_day_under_way_and_snapshots_only_complete_days(tenant_a: TenantWorld) -> None:
+    tenant = tenant_a.tenant
+    generate(tenant, accounts=6, seed=9, days=20, end=T - timedelta(days=2), now=T)
+    account = Account.objects.for_tenant(tenant).order_by("pk").first()
+    member = Membership.objects.for_tenant(tenant).filter(account=account).select_related("end_user").first()
+    assert account is not None
+    assert member is not None
+    user = UserRef(external_id=member.end_user.external_id)
+    today = [Track(name="report_created", at=T - timedelta(minutes=n), user=user,
+                   account=AccountRef(external_id=account.external_id)) for n in range(1, 6)]  # fmt: skip
+    ingest(tenant, today, received=T)
+    settings = _settings(tenant)
+
+    def reports(history: Any, at: datetime = T) -> tuple[float, float, float]:
+        accounts = account_features(history, [account.pk], at, settings, KEY_EVENTS)
+        users = user_features(history, [member.end_user_id], at, settings, KEY_EVENTS)
+        return (float(accounts.numbers["count:report_created:1d"][0]), float(accounts.numbers["active_seats_30d"][0]),
+                float(users.numbers["days_since_last_active"][0]))  # fmt: skip
+
+    snapshot, live = reports(load_history(tenant)), reports(load_history(tenant, live_at=T, active_pairs_at=T))
+
+    assert snapshot[0] == 0
+    assert live[0] == 5
+    assert live[1] >= 1
+    assert snapshot[2] >= 2
+    assert live[2] == 0  # active on the day under way (a midnight snapshot after an active day says 1)
+    # A midnight is a snapshot either way: the day that begins there is not visible yet.
+    midnight = datasets.midnight(T)
+    assert reports(load_history(tenant, live_at=midnight), midnight) == reports(load_history(tenant), midnight)

@@ -97,17 +97,15 @@ def assert_invalid(response: Any, field: str) -> dict[str, Any]:
     return dict(error)
 
 
-def assert_score(score: dict[str, Any], *, rule_based: bool | None) -> None:
-    """rule_based None: a champion score, a transparent weighted score by design (never a model, never "rules")."""
+def assert_score(score: dict[str, Any], *, rule_based: bool) -> None:
+    """rule_based: no model version behind it (a rule baseline before a model is trained, and a champion score,
+    a transparent weighted formula by design)."""
     assert set(score) >= SCORE_FIELDS
     assert 0 <= score["value"] <= 1
     assert 1 <= score["percentile"] <= 100
     assert 1 <= score["grade"] <= 5
-    if rule_based is None:
-        assert (score["rule_based"], score["model_version"]) == (False, None)
-    else:
-        assert score["rule_based"] is rule_based
-        assert (score["model_version"] is None) is rule_based
+    assert score["rule_based"] is rule_based
+    assert (score["model_version"] is None) is rule_based
     assert datetime.fromisoformat(score["computed_at"]).tzinfo is not None
     assert score["reasons"], "every score is explained"
     for reason in score["reasons"]:
@@ -139,7 +137,7 @@ def test_the_bulk_pull_pages_through_every_current_score_of_a_kind(
         assert item["entity_type"] == ENTITY_OF_KIND[ScoreKind(kind)]
         assert isinstance(item["entity_id"], str)
         assert item["value"] == pytest.approx(expected[int(item["entity_id"])], abs=1e-4)
-        assert_score(item, rule_based=None if kind == ScoreKind.CHAMPION else True)
+        assert_score(item, rule_based=True)
 
 
 def test_bulk_scores_name_their_entities_by_the_tenants_own_ids(a: TenantWorld, secret_client: SecretClient) -> None:
@@ -222,7 +220,7 @@ def test_accounts_users_and_memberships_carry_their_rule_based_scores(
     for member in account["memberships"]:
         pk = next(pk for pk, user_id in members.items() if str(user_id) == member["user"]["id"])
         if member["left_at"] is None:
-            assert_score(member["scores"]["champion"], rule_based=None)
+            assert_score(member["scores"]["champion"], rule_based=True)
             assert member["scores"]["champion"]["value"] == pytest.approx(champion[pk], abs=1e-4)
         else:
             assert member["scores"] == {}

@@ -101,7 +101,7 @@ def test_new_events_rescore_their_account_user_and_membership_through_the_worker
     changed = ((ScoreKind.HEALTH, user.pk), (ScoreKind.CONVERSION, account.pk), (ScoreKind.CHAMPION, membership.pk))
     before = {kind: scores(tenant, kind).get(entity_id=pk) for kind, pk in changed}
 
-    # When they work in the account: yesterday's events arrive now through the ingestion API ...
+    # When they work in the account: the events of the last minute arrive through the ingestion API ...
     identification = {"user": {"userId": user.external_id}, "account": {"accountId": account.external_id}}
 
     def send(calls: list[tuple[str, datetime]]) -> datetime:
@@ -118,8 +118,8 @@ def test_new_events_rescore_their_account_user_and_membership_through_the_worker
             (at := computed_at(tenant, kind, pk)) is not None and at >= sent_at for kind, pk in changed
         )
 
-    yesterday = timezone.now() - timedelta(days=1)
-    first = send([("report_created", yesterday - timedelta(minutes=n)) for n in range(40)])
+    moment = timezone.now()
+    first = send([("report_created", moment - timedelta(seconds=n)) for n in range(40)])
 
     # Then the worker rescores them within a minute: newer scores, with reasons, that count the new work.
     latency = within_deadline(lambda: rescored_since(first), worker, "rescoring after the first request")
@@ -127,11 +127,11 @@ def test_new_events_rescore_their_account_user_and_membership_through_the_worker
     for score in after.values():
         assert score.reasons
         assert all({"feature", "text", "direction", "weight"} <= set(reason) for reason in score.reasons)
-    assert after[ScoreKind.HEALTH].value > before[ScoreKind.HEALTH].value  # yesterday's work counts
+    assert after[ScoreKind.HEALTH].value > before[ScoreKind.HEALTH].value  # today's work counts today
     assert after[ScoreKind.CHAMPION].value > before[ScoreKind.CHAMPION].value
 
     # ... and so they are again when more arrives a moment later (an SDK flushing every half second).
-    second = send([("alert_created", yesterday), ("login", timezone.now())])
+    second = send([("alert_created", moment), ("login", timezone.now())])
     again = within_deadline(lambda: rescored_since(second), worker, "rescoring after the second request")
     print(f"generated tenant scored {settled:.1f} s after its last call; new events rescored in {latency:.1f} s, "
           f"and {again:.1f} s")  # fmt: skip

@@ -215,7 +215,7 @@ def test_a_weighted_signal_moves_the_rule_based_score_and_is_named_in_the_reason
         calls.append(trial(external_id, NOW - timedelta(days=20)))
         calls.append(AddUsers(account=AccountRef(external_id=external_id), at=NOW - timedelta(days=20),
                               users=(MemberChange(user=UserRef(external_id=f"{external_id}-owner")),)))  # fmt: skip
-        calls.extend(reports(external_id, [1.5 + k * 0.01 for k in range(n)]))
+        calls.extend(reports(external_id, [1.4 + k * 0.01 for k in range(n)]))  # the day of the views
         owner, account = UserRef(external_id=f"{external_id}-owner"), AccountRef(external_id=external_id)
         views = [Track(name="page_viewed", at=NOW - timedelta(days=1.5), user=owner, account=account)] * (6 - n)
         calls.extend(views)
