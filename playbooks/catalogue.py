@@ -18,7 +18,7 @@ from typing import Any
 from accounts.models import PropertyDefinition
 from playbooks import conditions as c
 from plgapp.models import Tenant
-from signals.models import DailyRollup
+from signals.models import EventName
 
 # scope -> (entities whose fields it reads, entities whose events it reads)
 SCOPES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -91,7 +91,7 @@ def catalogue_get(*, tenant: Tenant) -> Catalogue:
     definitions = PropertyDefinition.objects.for_tenant(tenant).filter(entity_type__in=c.ENTITIES)
     for entity, key, kind in definitions.values_list("entity_type", "key", "type"):
         properties[entity][key] = kind
-    events = DailyRollup.objects.for_tenant(tenant).order_by().values_list("name", flat=True).distinct()
+    events = EventName.objects.for_tenant(tenant).values_list("name", flat=True)
     return Catalogue(properties=properties, events=frozenset(events))
 
 

@@ -88,6 +88,23 @@ class DailyRollup(TenantScopedModel):
         return f"{self.account_id}/{self.end_user_id} {self.name}@{self.day}: {self.count}"
 
 
+class EventName(TenantScopedModel):
+    """Every event name a tenant's rollups have held, with the first day it happened: the data catalogue's
+    list of events, without a DISTINCT over the rollups (seconds on a big tenant). Written with the rollups
+    (`signals.rollups`); never removed, a name once seen stays pickable."""
+
+    name = models.CharField(max_length=255)
+    first_day = models.DateField()
+
+    objects: ClassVar[TenantManager[EventName]]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="eventname_tenant_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class SignalKind(models.TextChoices):
     EVENT_COUNT = "event_count", "Event count in a window"
     PROPERTY = "property", "Property value"

@@ -80,10 +80,12 @@ def rollups_recompute(*, tenant: Tenant, entity_type: str, ranges: Sequence[tupl
     )
     # One pass over the events, two groupings: the entity's own level (the other side summed up, stored as 0)
     # and its pairs (events that also name the other side). An event without the other side is in the own
-    # level only; HAVING drops its would-be pair row (other side NULL), which would collide with it.
+    # level only; HAVING drops its would-be pair row (other side NULL), which would collide with it. The names
+    # written go to the event-name registry (the catalogue's list), with the earliest day.
     DailyRollup.objects.sql(
         tenant,
         f"""
+        WITH written AS (
         INSERT INTO signals_dailyrollup (tenant_id, {side}, {other}, name, day, count)
         SELECT %(tenant)s, e.{side}, COALESCE(e.{other}, 0), e.name, e.day, count(*)
           FROM (SELECT ev.{side}, ev.{other}, ev.name, (ev.occurred_at AT TIME ZONE 'UTC')::date AS day
@@ -95,6 +97,11 @@ def rollups_recompute(*, tenant: Tenant, entity_type: str, ranges: Sequence[tupl
          GROUP BY GROUPING SETS ((e.{side}, e.name, e.day), (e.{side}, e.{other}, e.name, e.day))
         HAVING GROUPING(e.{other}) = 1 OR e.{other} IS NOT NULL
         ON CONFLICT (tenant_id, account_id, end_user_id, name, day) DO UPDATE SET count = EXCLUDED.count
+        RETURNING name, day)
+        INSERT INTO signals_eventname (tenant_id, name, first_day)
+        SELECT %(tenant)s, name, min(day) FROM written GROUP BY name
+        ON CONFLICT (tenant_id, name) DO UPDATE SET first_day = EXCLUDED.first_day
+        WHERE EXCLUDED.first_day < signals_eventname.first_day
         """,  # noqa: S608 - constant column names
         params,
     )

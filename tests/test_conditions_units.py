@@ -13,7 +13,7 @@ from playbooks import conditions as c
 from playbooks.catalogue import Catalogue, catalogue_get, condition_errors
 from playbooks.facts import facts_for
 from scoring.models import Score
-from signals.models import DailyRollup
+from signals.models import DailyRollup, EventName
 from tests.conftest import TenantWorld
 
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
@@ -428,8 +428,8 @@ def test_the_catalogue_holds_the_tenants_properties_and_events_only(
 ) -> None:
     PropertyDefinition.objects.for_tenant(tenant_a.tenant).create(entity_type="account", key="plan", type="text")
     PropertyDefinition.objects.for_tenant(tenant_b.tenant).create(entity_type="account", key="secret", type="text")
-    DailyRollup.objects.for_tenant(tenant_a.tenant).create(account_id=1, name="login", day=TODAY, count=1)
-    DailyRollup.objects.for_tenant(tenant_b.tenant).create(account_id=1, name="b_only", day=TODAY, count=1)
+    EventName.objects.for_tenant(tenant_a.tenant).create(name="login", first_day=TODAY)
+    EventName.objects.for_tenant(tenant_b.tenant).create(name="b_only", first_day=TODAY)
 
     catalogue = catalogue_get(tenant=tenant_a.tenant)
 

@@ -22,7 +22,7 @@ from accounts.services import DirtyMarks, entities_mark_dirty
 from plgapp.models import Tenant
 from signals import processing
 from signals import services as ingest_services
-from signals.models import DailyRollup, Event
+from signals.models import DailyRollup, Event, EventName
 from signals.processing import dirty_entities_process
 from signals.rollups import ROLLUPS_ORDER, rollups_process, rollups_recompute
 from signals.tasks import dirty_entities_process_task, dirty_entities_sweep
@@ -243,8 +243,20 @@ def test_rollups_equal_a_recompute_from_raw_events_after_random_batches(
         for world in (tenant_a, tenant_b):
             assert DirtyEntity.objects.for_tenant(world.tenant).count() == 0
             assert stored(world.tenant) == recomputed(world.tenant), f"round {round_number}"
+            assert_event_names_registered(world.tenant)
 
     assert levels(stored(tenant_a.tenant)) == {"account", "user", "pair"}
+
+
+def assert_event_names_registered(tenant: Tenant) -> None:
+    """Every name in the rollups is in the catalogue's registry, no later than its first day there (merged or
+    deleted entities may have taken earlier rows away; a name once seen stays)."""
+    first_days: dict[str, date] = {}
+    for name, day in DailyRollup.objects.for_tenant(tenant).values_list("name", "day"):
+        first_days[name] = min(day, first_days.get(name, day))
+    registered = dict(EventName.objects.for_tenant(tenant).values_list("name", "first_day"))
+    assert set(first_days) <= set(registered)
+    assert all(registered[name] <= day for name, day in first_days.items())
 
 
 def test_a_second_processing_of_the_same_buckets_changes_nothing(tenant_a: TenantWorld) -> None:

@@ -415,7 +415,7 @@ def load_world(w: World, say: Callable[[str], None]) -> Loaded:
     from accounts.models import Account, EndUser, Membership, PropertyChange, PropertyDefinition, StageChange
     from plgapp.services import tenant_create
     from scoring.services import settings_set
-    from signals.models import DailyRollup
+    from signals.models import DailyRollup, EventName
     from signals.services import signal_save
 
     began = time.perf_counter()
@@ -592,6 +592,13 @@ def load_world(w: World, say: Callable[[str], None]) -> Loaded:
         _copy(DailyRollup, tenant, ["account_id", "end_user_id", "name", "day", "count"], rows_iter)
         counts[f"rollups_{level}"] = len(count_col)
         say(f"  rollups {level:<8}{len(count_col):>12,}  ({time.perf_counter() - began:.0f} s)")
+    EventName.objects.sql(  # the catalogue's registry, which the rollup processor keeps in the product
+        tenant,
+        "INSERT INTO signals_eventname (tenant_id, name, first_day) SELECT %(tenant)s, name, min(day) "
+        "FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND end_user_id = 0 GROUP BY name "
+        "ON CONFLICT DO NOTHING",
+        {},
+    )
     _analyze()
     return Loaded(tenant, account_ids, user_ids, member_ids, counts, time.perf_counter() - began)
 
@@ -716,8 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     from scoring.models import ModelStatus, ScoreKind
 
     figures: dict[str, Any] = {"accounts": args.accounts}
+    call_command("migrate", "--noinput", verbosity=0)  # also brings a reused database up to date
     if not reuse:
-        call_command("migrate", "--noinput", verbosity=0)
         began = time.perf_counter()
         world = plan_world(accounts=args.accounts, users_per_account=args.users_per_account, days=args.days,
                            seed=args.seed, end=args.end)  # fmt: skip
