@@ -6,6 +6,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from accounts.api import AccountViewSet, PropertyDefinitionViewSet, UserViewSet
+from integrations.api import ConnectionViewSet, SandboxCallViewSet
 from playbooks.api import ActionRunViewSet, PlaybookViewSet
 from plgapp.api import ApiKeyViewSet, TenantView
 from scoring.api import DiscoveryView, ModelVersionViewSet, ScoreViewSet, ScoringSettingsView
@@ -22,6 +23,8 @@ router.register("scores", ScoreViewSet, basename="score")
 router.register("signals", SignalViewSet, basename="signal")
 router.register("playbooks/runs", ActionRunViewSet, basename="action-run")
 router.register("playbooks", PlaybookViewSet, basename="playbook")
+router.register("connections/sandbox-calls", SandboxCallViewSet, basename="sandbox-call")
+router.register("connections", ConnectionViewSet, basename="connection")
 router.register("scoring/models", ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [

@@ -145,6 +145,16 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 
+# --- Integrations (DESIGN §11) ----------------------------------------------------------------------
+
+# Base URLs of the providers' APIs: tests, the demo and on-prem proxies point them elsewhere.
+SLACK_API_URL = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
+HUBSPOT_API_URL = os.environ.get("HUBSPOT_API_URL", "https://api.hubapi.com")
+INTEGRATION_TIMEOUT_SECONDS = env_int("INTEGRATION_TIMEOUT_SECONDS", 10)  # every provider call has one
+# Fernet keys that encrypt connection credentials at rest, newest first (rotate by prepending a new key);
+# unset: one key derived from SECRET_KEY.
+CREDENTIALS_KEYS = env_list("CREDENTIALS_KEYS", "")
+
 # --- Ingestion ------------------------------------------------------------------------------------
 
 INGEST_RATE_LIMIT_PER_MINUTE = env_int("INGEST_RATE_LIMIT_PER_MINUTE", 6000)  # per key; a tenant may override

@@ -11,11 +11,11 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import hubspot  # type: ignore[import-untyped]
+import hubspot
 import pytest
 from hubspot import oauth
-from hubspot.crm import companies, contacts, lists  # type: ignore[import-untyped]
-from hubspot.crm.objects import tasks  # type: ignore[import-untyped]
+from hubspot.crm import companies, contacts, lists
+from hubspot.crm.objects import tasks
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from urllib3.exceptions import ReadTimeoutError
