@@ -10,9 +10,10 @@ INSTALLED := $(VENV)/.installed
 SERVICES := $(PY) -m plgapp.devservices
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
-BENCH ?= ingest scoring
+BENCH ?= ingest scoring playbooks
 BENCH_ARGS ?=
 SCORING_ARGS ?=
+PLAYBOOK_ARGS ?=
 # Browser tests drive Debian's Chromium (never a downloaded browser build).
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM_PATH := $(CHROMIUM)
@@ -25,7 +26,7 @@ help:
 	@echo "make run     web + worker + beat against the configured or embedded services, port PORT"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make format  ruff format + autofix"
-	@echo "make bench   benchmarks, print figures (BENCH=ingest|scoring to pick one; SCORING_ARGS=\"--accounts 10000\")"
+	@echo "make bench   benchmarks, print figures (BENCH=ingest|scoring|playbooks to pick; SCORING_ARGS=\"--accounts 10000\")"
 	@echo "make clean   remove .venv and .local (stops nothing: run after the services are down)"
 
 $(INSTALLED): pyproject.toml
@@ -63,14 +64,18 @@ demo: install
 run: install
 	$(SERVICES) run --instance dev -- $(PY) -m plgapp.runner run --port $(PORT)
 
-# BENCH picks the benchmarks (ingest, scoring; both by default); BENCH_ARGS go to the ingestion benchmark,
-# SCORING_ARGS to the scoring one (e.g. SCORING_ARGS="--accounts 10000" for a quick run).
+# BENCH picks the benchmarks (ingest, scoring, playbooks; all by default). BENCH_ARGS go to the ingestion
+# benchmark, SCORING_ARGS to the scoring one (e.g. "--accounts 10000" for a quick run), PLAYBOOK_ARGS to the
+# playbook sweep, which runs over the scoring benchmark's tenant (same --accounts).
 bench: install
 ifneq ($(filter ingest,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_ingest.py $(BENCH_ARGS)
 endif
 ifneq ($(filter scoring,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_scoring.py $(SCORING_ARGS)
+endif
+ifneq ($(filter playbooks,$(BENCH)),)
+	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_playbook_sweep.py $(PLAYBOOK_ARGS)
 endif
 
 clean:

@@ -19,7 +19,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -52,6 +52,7 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 15.0
 BACKOFF_MAX_SECONDS = 3600.0
 ENTRY_BATCH = 1000
+RUNS_PER_TASK = 50  # enrollments per executor task after a big entry
 DEADLINE_BATCH = 500
 IN_FLIGHT_RUNS = (RunStatus.WAITING, RunStatus.PENDING, RunStatus.FAILED)
 
@@ -204,9 +205,21 @@ def playbook_evaluate(*, tenant: Tenant, playbook_id: int, now: datetime,
     goal_reached = _goals_check(tenant, playbook, now, entity_ids)
     entered: list[int] = []
     for batch in _entry_batches(tenant, playbook, now, entity_ids):
+        # Earlier passes of these entities, in one query (re-entries number on from them).
+        previous = dict(
+            Enrollment.objects.for_tenant(tenant).filter(playbook=playbook, entity_id__in=batch)
+            .order_by().values("entity_id").annotate(last=Max("sequence")).values_list("entity_id", "last")
+        )  # fmt: skip
+        enrollments = []
         for entity_id in batch:
-            if _enroll(tenant, playbook, playbook.current_version, entity_id, now):
+            enrollment_id = _enroll(tenant, playbook, playbook.current_version, entity_id, now,
+                                    sequence=previous.get(entity_id, 0) + 1)  # fmt: skip
+            if enrollment_id is not None:
                 entered.append(entity_id)
+                enrollments.append(enrollment_id)
+        for start in range(0, len(enrollments), RUNS_PER_TASK):  # workers share a big entry
+            chunk = enrollments[start : start + RUNS_PER_TASK]
+            transaction.on_commit(partial(_enqueue_runs, tenant.pk, chunk))
     return Evaluated(entered, goal_reached)
 
 
@@ -235,7 +248,10 @@ def _entry_batches(tenant: Tenant, playbook: Playbook, now: datetime,
         last = batch[-1]
 
 
-def _enroll(tenant: Tenant, playbook: Playbook, version: PlaybookVersion, entity_id: int, now: datetime) -> bool:
+def _enroll(tenant: Tenant, playbook: Playbook, version: PlaybookVersion, entity_id: int, now: datetime, *,
+            sequence: int) -> int | None:  # fmt: skip
+    """Enroll one entity and queue its main actions, in one savepoint: the enrollment's id, or None when
+    another evaluation enrolled it first. The caller hands the enrollment to the executor after commit."""
     definition = version_definition(version)
     group = (
         EnrollmentGroup.CONTROL
@@ -244,8 +260,6 @@ def _enroll(tenant: Tenant, playbook: Playbook, version: PlaybookVersion, entity
     )
     try:
         with transaction.atomic():
-            previous = Enrollment.objects.for_tenant(tenant).filter(playbook=playbook, entity_id=entity_id)
-            sequence = (previous.aggregate(n=Max("sequence"))["n"] or 0) + 1
             enrollment = Enrollment.objects.for_tenant(tenant).create(
                 playbook=playbook, version=version, entity_id=entity_id, sequence=sequence, group=group,
                 entered_at=now, deadline_at=now + definition.timeout if definition.timeout else None,
@@ -256,10 +270,8 @@ def _enroll(tenant: Tenant, playbook: Playbook, version: PlaybookVersion, entity
                     status=EnrollmentStatus.EXITED, ended_at=now, exit_reason="no goal or timeout: done after entry"
                 )
     except IntegrityError:
-        return False  # another evaluation enrolled it first (one active per playbook and entity)
-    tenant_id, enrollment_id = tenant.pk, enrollment.pk
-    transaction.on_commit(lambda: _enqueue_runs(tenant_id, [enrollment_id]))
-    return True
+        return None  # another evaluation enrolled it first (one active per playbook and entity, or sequence)
+    return enrollment.pk
 
 
 def _goals_check(tenant: Tenant, playbook: Playbook, now: datetime, entity_ids: Sequence[int] | None) -> list[int]:
