@@ -42,7 +42,9 @@ def timeout() -> float:
 class Outcome:
     """What a call to a provider came to, classified (DESIGN §11 / issue 6)."""
 
-    kind: str  # "ok" | "auth" (credentials refused) | "rate_limited" | "invalid" (4xx) | "unavailable" (5xx, network)
+    # "ok" | "auth" (credentials refused) | "rate_limited" | "invalid" (4xx) | "unavailable" (5xx, network: not
+    # delivered) | "ambiguous" (no answer: maybe delivered)
+    kind: str
     message: str = ""
     retry_after: float | None = None
     body: Any = None
@@ -107,7 +109,7 @@ def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def webhook_post(url: str, secret: str, payload: Any) -> Outcome:
-    body = orjson.dumps(payload)
+    body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)  # the same bytes on every retry
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",

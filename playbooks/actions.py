@@ -71,6 +71,15 @@ def _as_request(context: ActionContext) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class TenantFacts:
+    """What an action type may check its params against when a playbook is saved (plain data)."""
+
+    tenant_id: int
+    obj: str  # the playbook's object: "account" or "user"
+    properties: Mapping[str, Mapping[str, str]]  # entity -> property key -> type (the data catalogue)
+
+
+@dataclass(frozen=True)
 class ActionType:
     name: str
     send: Callable[[Mapping[str, Any], ActionContext], Mapping[str, Any]]
@@ -79,6 +88,8 @@ class ActionType:
     prepare: Callable[[ActionContext], dict[str, Any]] = _as_request
     confirm: Callable[[Mapping[str, Any], ActionContext], Mapping[str, Any] | None] | None = None
     params_errors: Callable[[Mapping[str, Any]], dict[str, str]] = _no_errors
+    # Checks needing the tenant (templates against its catalogue, a named connection): when params_errors passed.
+    tenant_params_errors: Callable[[Mapping[str, Any], TenantFacts], dict[str, str]] | None = None
     description: str = ""
     params_schema: Mapping[str, Any] = field(default_factory=dict)  # for the builder UI: {name: {"type", ...}}
 

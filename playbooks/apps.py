@@ -17,7 +17,7 @@ class PlaybooksConfig(AppConfig):
 
         from django.conf import settings
 
-        from playbooks import actions  # noqa: F401 - registers the built-in action types
+        from playbooks import actions, connectors  # noqa: F401 - register the built-in action types
 
         for module in settings.PLAYBOOK_ACTION_MODULES:
             importlib.import_module(module)

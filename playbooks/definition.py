@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -93,7 +93,9 @@ def _duration(raw: Any, path: str, errors: dict[str, str]) -> timedelta | None:
     return total
 
 
-def _actions(raw: Any, phase: str, obj: str, errors: dict[str, str]) -> list[Action]:
+def _actions(
+    raw: Any, phase: str, obj: str, errors: dict[str, str], facts: action_types.TenantFacts | None
+) -> list[Action]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -138,7 +140,10 @@ def _actions(raw: Any, phase: str, obj: str, errors: dict[str, str]) -> list[Act
             errors[f"{path}.params"] = "is an object"
             params = {}
         elif action_type is not None:
-            for key, message in action_type.params_errors(params).items():
+            found = action_type.params_errors(params)
+            if not found and facts is not None and action_type.tenant_params_errors is not None:
+                found = action_type.tenant_params_errors(params, replace(facts, obj=obj))
+            for key, message in found.items():
                 errors[f"{path}.params.{key}"] = message
         result.append(
             Action(id=str(action_id), type=str(kind), target=target, users_where=item.get("users_where"),
@@ -147,8 +152,9 @@ def _actions(raw: Any, phase: str, obj: str, errors: dict[str, str]) -> list[Act
     return result
 
 
-def parse(raw: Any, *, check_condition: ConditionCheck) -> Definition:
-    """The validated definition, or DefinitionInvalid with a message per field path."""
+def parse(raw: Any, *, check_condition: ConditionCheck, facts: action_types.TenantFacts | None = None) -> Definition:
+    """The validated definition, or DefinitionInvalid with a message per field path. `facts` (the tenant's
+    catalogue and connections) let action types check their params against the tenant, e.g. templates."""
     if not isinstance(raw, dict):
         raise DefinitionInvalid({"definition": "is a JSON object"})
     errors: dict[str, str] = {}
@@ -175,7 +181,7 @@ def parse(raw: Any, *, check_condition: ConditionCheck) -> Definition:
     if isinstance(holdout, bool) or not isinstance(holdout, int) or not 0 <= holdout <= MAX_HOLDOUT_PERCENT:
         errors["holdout_percent"] = f"is a whole number from 0 to {MAX_HOLDOUT_PERCENT}"
         holdout = 0
-    phases = {phase: _actions(raw.get(phase), phase, obj, errors) for phase in PHASES}
+    phases = {phase: _actions(raw.get(phase), phase, obj, errors, facts) for phase in PHASES}
     if raw.get("on_goal") and raw.get("goal") is None:
         errors["on_goal"] = "needs a goal"
     if raw.get("on_timeout") and raw.get("timeout") is None:

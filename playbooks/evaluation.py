@@ -25,9 +25,9 @@ def entity_model(obj: str) -> type[Account] | type[EndUser]:
     return Account if obj == "account" else EndUser
 
 
-def condition_check(tenant: Tenant) -> ConditionCheck:
+def condition_check(tenant: Tenant, catalogue: data_catalogue.Catalogue | None = None) -> ConditionCheck:
     """A (raw condition, path, scope) -> {path: message} check against this tenant's catalogue."""
-    catalogue = data_catalogue.catalogue_get(tenant=tenant)
+    catalogue = catalogue or data_catalogue.catalogue_get(tenant=tenant)
 
     def check(raw: Any, path: str, scope: str) -> dict[str, str]:
         errors = data_catalogue.condition_errors(raw, catalogue, scope=scope)

@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q
 
 from playbooks import actions as action_types
+from playbooks.catalogue import catalogue_get
 from playbooks.definition import Action, Definition, DefinitionInvalid, in_holdout, parse
 from playbooks.evaluation import condition_check, entity_model, matching_ids, members_matching
 from playbooks.models import (
@@ -72,8 +73,10 @@ class TransitionRefused(ValueError):
 
 def definition_validate(*, tenant: Tenant, raw: Any) -> Definition:
     """Parse a definition, checking every condition against the tenant's data catalogue."""
+    catalogue = catalogue_get(tenant=tenant)
+    facts = action_types.TenantFacts(tenant_id=tenant.pk, obj="account", properties=catalogue.properties)
     try:
-        return parse(raw, check_condition=condition_check(tenant))
+        return parse(raw, check_condition=condition_check(tenant, catalogue), facts=facts)
     except DefinitionInvalid as exc:
         raise PlaybookInvalid({f"definition.{path}": message for path, message in exc.fields.items()}) from None
 

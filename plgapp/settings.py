@@ -150,6 +150,9 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 # Base URLs of the providers' APIs: tests, the demo and on-prem proxies point them elsewhere.
 SLACK_API_URL = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
 HUBSPOT_API_URL = os.environ.get("HUBSPOT_API_URL", "https://api.hubapi.com")
+# Where people reach this installation: links in messages ("open the account") start with it.
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:8000").rstrip("/")
+SLACK_MESSAGES_PER_SECOND_PER_CHANNEL = 1  # Slack's posting limit
 INTEGRATION_TIMEOUT_SECONDS = env_int("INTEGRATION_TIMEOUT_SECONDS", 10)  # every provider call has one
 # Fernet keys that encrypt connection credentials at rest, newest first (rotate by prepending a new key);
 # unset: one key derived from SECRET_KEY.

@@ -1,0 +1,216 @@
+"""Playbook action types that reach outside through `integrations` (DESIGN §3: playbooks -> integrations):
+`slack.send_message` and `webhook.post`. Each renders its templates once, in `prepare`, so the text is stored
+on the ActionRun and every retry sends the same words; `send` maps the integration's outcome onto the
+executor's rules (429: rescheduled at Retry-After without an attempt; auth: dead, connection broken;
+validation: dead with the provider's message; 5xx/network: retried; no answer to a non-idempotent post:
+dead rather than risk a second message)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from integrations import delivery
+from integrations.clients import Outcome
+from integrations.models import Provider
+from integrations.services import NoConnection, connection_for
+from integrations.templates import TemplateInvalid, render, template_errors
+from playbooks.actions import (
+    ActionContext,
+    ActionType,
+    Broken,
+    Permanent,
+    RateLimited,
+    Retryable,
+    TenantFacts,
+    register,
+)
+from plgapp.models import Tenant
+
+COLOR = re.compile(r"^(good|warning|danger|#[0-9A-Fa-f]{6})$")
+SLACK_CHANNEL = re.compile(r"^[#@]?[A-Za-z0-9._-]{1,80}$")
+
+
+def _raise_unless_ok(outcome: Outcome) -> Mapping[str, Any]:
+    if outcome.kind == "ok":
+        return outcome.body or {}
+    if outcome.kind == "rate_limited":
+        raise RateLimited(outcome.message, retry_after=outcome.retry_after)
+    if outcome.kind == "auth":
+        raise Broken(outcome.message)
+    if outcome.kind in ("invalid", "ambiguous"):
+        raise Permanent(outcome.message)
+    raise Retryable(outcome.message, retry_after=outcome.retry_after)
+
+
+def template_context(context: ActionContext) -> dict[str, Any]:
+    """What templates see: the account, user and membership of the run, with links to their pages."""
+    slug = Tenant.objects.filter(pk=context.tenant_id).values_list("slug", flat=True).first() or ""
+    from playbooks.models import Playbook
+
+    name = Playbook.objects.for_tenant(context.tenant_id).filter(pk=context.playbook_id).values_list("name", flat=True)
+    values: dict[str, Any] = {"playbook": {"name": name.first() or ""}, "membership": dict(context.membership or {})}
+    if context.account is not None:
+        values["account"] = {**context.account, "url": delivery.account_url(slug, context.account["id"])}
+    if context.user is not None:
+        values["user"] = {**context.user, "url": delivery.user_url(slug, context.user["id"])}
+    else:
+        values["user"] = {}
+    return values
+
+
+def _connection_errors(params: Mapping[str, Any], facts: TenantFacts, provider: str) -> dict[str, str]:
+    connection_id = params.get("connection_id")
+    if connection_id is None:
+        return {}
+    try:
+        connection_for(tenant_id=facts.tenant_id, provider=provider, connection_id=int(connection_id))
+    except NoConnection as exc:
+        return {"connection_id": str(exc)}
+    return {}
+
+
+def _connection_id(params: Mapping[str, Any]) -> dict[str, str]:
+    value = params.get("connection_id")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        return {"connection_id": "the id (a number) of one of the tenant's connections"}
+    return {}
+
+
+# --- slack.send_message ------------------------------------------------------------------------------------
+
+
+def _slack_params(params: Mapping[str, Any]) -> dict[str, str]:
+    errors = _connection_id(params)
+    unknown = set(params) - {"channel", "text", "color", "connection_id"}
+    for key in sorted(unknown):
+        errors[key] = "not a parameter of slack.send_message (channel, text, color, connection_id)"
+    channel = params.get("channel")
+    if not isinstance(channel, str) or not SLACK_CHANNEL.match(channel):
+        errors["channel"] = "a channel id (C0123…) or name (#sales)"
+    if not isinstance(params.get("text"), str) or not params["text"].strip():
+        errors["text"] = "the message, a template such as {{ account.name }} is a PQA"
+    color = params.get("color")
+    if color is not None and (not isinstance(color, str) or not COLOR.match(color)):
+        errors["color"] = "good, warning, danger or a hex colour like #2EB67D"
+    return errors
+
+
+def _slack_tenant_params(params: Mapping[str, Any], facts: TenantFacts) -> dict[str, str]:
+    errors = _connection_errors(params, facts, Provider.SLACK)
+    problem = template_errors(params.get("text"), facts.properties, obj=facts.obj)
+    if problem:
+        errors["text"] = problem
+    return errors
+
+
+def _slack_prepare(context: ActionContext) -> dict[str, Any]:
+    try:
+        text = render(str(context.params["text"]), template_context(context))
+    except TemplateInvalid as exc:
+        raise Permanent(f"the message template cannot be rendered: {exc}") from None
+    return {"channel": context.params["channel"], "text": text, "color": context.params.get("color"),
+            "connection_id": context.params.get("connection_id")}  # fmt: skip
+
+
+def _slack_send(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any]:
+    return _raise_unless_ok(
+        delivery.slack_post(
+            tenant_id=context.tenant_id,
+            connection_id=request.get("connection_id"),
+            channel=str(request["channel"]),
+            text=str(request["text"]),
+            color=request.get("color"),
+            run_id=context.run_id,
+        )
+    )
+
+
+SLACK_SEND_MESSAGE = ActionType(
+    name="slack.send_message",
+    send=_slack_send,
+    idempotent=False,
+    targets=frozenset({"entity", "users"}),
+    prepare=_slack_prepare,
+    params_errors=_slack_params,
+    tenant_params_errors=_slack_tenant_params,
+    description="Post a message to a Slack channel (text template, optional colour bar).",
+    params_schema={
+        "channel": {"type": "slack_channel", "required": True},
+        "text": {"type": "template", "required": True},
+        "color": {"type": "choice", "choices": ["good", "warning", "danger"], "required": False},
+        "connection_id": {"type": "connection", "provider": "slack", "required": False},
+    },
+)
+
+
+# --- webhook.post ------------------------------------------------------------------------------------------
+
+
+def _webhook_params(params: Mapping[str, Any]) -> dict[str, str]:
+    errors = _connection_id(params)
+    for key in sorted(set(params) - {"event", "data", "connection_id"}):
+        errors[key] = "not a parameter of webhook.post (event, data, connection_id)"
+    if not isinstance(params.get("event", "playbook.action"), str):
+        errors["event"] = "a name for the receiver, e.g. pqa.qualified"
+    data = params.get("data", {})
+    if not isinstance(data, dict) or not all(isinstance(value, str) for value in data.values()):
+        errors["data"] = 'an object of text templates, e.g. {"owner": "{{ account.properties.owner }}"}'
+    return errors
+
+
+def _webhook_tenant_params(params: Mapping[str, Any], facts: TenantFacts) -> dict[str, str]:
+    errors = _connection_errors(params, facts, Provider.WEBHOOK)
+    for key, template in (params.get("data") or {}).items():
+        problem = template_errors(template, facts.properties, obj=facts.obj)
+        if problem:
+            errors[f"data.{key}"] = problem
+    return errors
+
+
+def _webhook_prepare(context: ActionContext) -> dict[str, Any]:
+    values = template_context(context)
+    try:
+        data = {key: render(str(template), values) for key, template in (context.params.get("data") or {}).items()}
+    except TemplateInvalid as exc:
+        raise Permanent(f"a data template cannot be rendered: {exc}") from None
+    payload = {
+        "event": context.params.get("event", "playbook.action"),
+        "idempotency_key": f"run-{context.run_id}",  # receivers drop repeats: retries are safe
+        "playbook": values["playbook"], "action": context.action_id,
+        "account": values.get("account"), "user": values.get("user") or None,
+        "membership": values["membership"] or None, "data": data,
+    }  # fmt: skip
+    return {"connection_id": context.params.get("connection_id"), "payload": payload}
+
+
+def _webhook_send(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any]:
+    return _raise_unless_ok(
+        delivery.webhook_deliver(
+            tenant_id=context.tenant_id,
+            connection_id=request.get("connection_id"),
+            payload=dict(request["payload"]),
+            run_id=context.run_id,
+        )
+    )
+
+
+WEBHOOK_POST = ActionType(
+    name="webhook.post",
+    send=_webhook_send,
+    idempotent=True,
+    targets=frozenset({"entity", "users"}),
+    prepare=_webhook_prepare,
+    params_errors=_webhook_params,
+    tenant_params_errors=_webhook_tenant_params,
+    description="POST JSON to the tenant's webhook, signed with HMAC-SHA256 and a timestamp.",
+    params_schema={
+        "event": {"type": "text", "required": False},
+        "data": {"type": "templates", "required": False},
+        "connection_id": {"type": "connection", "provider": "webhook", "required": False},
+    },
+)
+
+register(SLACK_SEND_MESSAGE)
+register(WEBHOOK_POST)
