@@ -66,7 +66,7 @@ run: install
 
 # BENCH picks the benchmarks (ingest, scoring, playbooks; all by default). BENCH_ARGS go to the ingestion
 # benchmark, SCORING_ARGS to the scoring one (e.g. "--accounts 10000" for a quick run), PLAYBOOK_ARGS to the
-# playbook sweep, which runs over the scoring benchmark's tenant (same --accounts).
+# playbook sweep, which runs over the scoring benchmark's tenant (same --accounts); then event -> action latency.
 bench: install
 ifneq ($(filter ingest,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_ingest.py $(BENCH_ARGS)
@@ -76,6 +76,7 @@ ifneq ($(filter scoring,$(BENCH)),)
 endif
 ifneq ($(filter playbooks,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_playbook_sweep.py $(PLAYBOOK_ARGS)
+	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_playbook_latency.py
 endif
 
 clean:

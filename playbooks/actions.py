@@ -119,10 +119,11 @@ def registered() -> dict[str, ActionType]:
 def _log_send(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any]:
     import logging
 
+    # "message" is a LogRecord attribute: as an `extra` key it would make every enabled log call fail.
     logging.getLogger("playbooks.actions.log").info(
         "playbook action (log)",
         extra={"tenant": context.tenant_id, "playbook": context.playbook_id, "run": context.run_id,
-               "action": context.action_id, "message": request.get("params", {}).get("message", "")},
+               "action": context.action_id, "text": request.get("params", {}).get("message", "")},
     )  # fmt: skip
     return {"logged": True}
 

@@ -3,6 +3,7 @@ exactly-once entry and actions, goal vs timeout, users_from, holdouts, re-entry,
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -482,3 +483,23 @@ def test_paused_playbooks_enroll_nobody_and_hold_their_sends(pqa_world: TenantWo
     archived = playbook_transition(tenant=world.tenant, playbook_id=playbook_id, action="archive", now=T0)
     assert archived.status == PlaybookStatus.ARCHIVED
     assert not Enrollment.objects.for_tenant(world.tenant).filter(status=EnrollmentStatus.ACTIVE).exists()
+
+
+@pytest.mark.django_db
+def test_the_built_in_log_action_succeeds_with_info_logging_on(pqa_world: TenantWorld) -> None:
+    definition = {**TRIAL_PQA, "actions": [{"id": "note", "type": "log", "params": {"message": "a PQA"}}],
+                  "on_goal": [], "on_timeout": []}  # fmt: skip
+    playbook_id = active_playbook(pqa_world, definition)
+    playbook_evaluate(tenant=pqa_world.tenant, playbook_id=playbook_id, now=T0)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign,assignment]
+    logger = logging.getLogger("playbooks.actions.log")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        assert deliver(pqa_world, T0) == [RunStatus.SUCCEEDED]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [getattr(record, "text", None) for record in records] == ["a PQA"]
