@@ -10,12 +10,14 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from integrations.templates import MAX_TEMPLATE, TemplateInvalid
+from playbooks.connectors import PreviewNotFound, template_preview
 from playbooks.evaluation import preview
 from playbooks.models import (
     ActionPhase,
@@ -46,7 +48,7 @@ from playbooks.services import (
     playbook_transition,
     run_retry,
 )
-from plgapp.api_base import TenantScopedViewSet
+from plgapp.api_base import TenantScopedAPIView, TenantScopedViewSet
 from plgapp.models import User
 from plgapp.pagination import CursorPagination
 from plgapp.roles import Capability
@@ -235,3 +237,30 @@ class ActionRunViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         except TransitionRefused as exc:
             raise ValidationError({"status": str(exc)}) from None
         return Response(ActionRunOutputSerializer(run).data)
+
+
+class TemplatePreviewInputSerializer(serializers.Serializer[Any]):
+    template = serializers.CharField(trim_whitespace=False, max_length=MAX_TEMPLATE)
+    account = serializers.IntegerField(required=False, help_text="An account id of the tenant.")
+    user = serializers.IntegerField(required=False, help_text="A user id (with an account: their role there).")
+
+
+class TemplatePreviewView(TenantScopedAPIView):
+    """Render a message template for a chosen account and/or user, as it would be sent (the builder's live
+    preview). An unknown name or a syntax error answers 400 with what is wrong."""
+
+    write_capability = Capability.EDIT_PLAYBOOKS
+
+    @extend_schema(request=TemplatePreviewInputSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = TemplatePreviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            text = template_preview(tenant=self.tenant, template=data.validated_data["template"],
+                                    account_id=data.validated_data.get("account"),
+                                    user_id=data.validated_data.get("user"))  # fmt: skip
+        except PreviewNotFound:
+            raise NotFound("no such account or user") from None
+        except TemplateInvalid as exc:
+            raise ValidationError({"template": str(exc)}) from None
+        return Response({"text": text})

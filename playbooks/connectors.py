@@ -60,6 +60,31 @@ def template_context(context: ActionContext) -> dict[str, Any]:
     return values
 
 
+class PreviewNotFound(Exception):
+    pass
+
+
+def template_preview(*, tenant: Tenant, template: str, account_id: int | None, user_id: int | None) -> str:
+    """`template` rendered for a chosen account and/or user of the tenant, as a message would be (the builder's
+    live preview). Raises TemplateInvalid (what is wrong) or PreviewNotFound (no such account or user)."""
+    from accounts.models import Membership
+    from playbooks.selectors import account_data, user_data
+
+    account = account_data(tenant, account_id) if account_id is not None else None
+    user = user_data(tenant, user_id) if user_id is not None else None
+    if (account_id is not None and account is None) or (user_id is not None and user is None):
+        raise PreviewNotFound("no such account or user")
+    membership: dict[str, Any] = {}
+    if account_id is not None and user_id is not None:
+        found = Membership.objects.for_tenant(tenant).filter(account_id=account_id, end_user_id=user_id)
+        membership = dict(found.values_list("properties", flat=True).first() or {})
+    context = ActionContext(tenant_id=tenant.pk, run_id=0, playbook_id=0, enrollment_id=0, action_id="preview",
+                            params={}, account=account, user=user, membership=membership)  # fmt: skip
+    values = template_context(context)
+    values["playbook"] = {"name": "Preview"}
+    return render(template, values)
+
+
 def _connection_errors(params: Mapping[str, Any], facts: TenantFacts, provider: str) -> dict[str, str]:
     connection_id = params.get("connection_id")
     if connection_id is None:

@@ -14,7 +14,7 @@ from plgapp.models import Tenant
 from scoring.selectors import scores_by_entity
 
 
-def _account(tenant: Tenant, account_id: int) -> dict[str, Any] | None:
+def account_data(tenant: Tenant, account_id: int) -> dict[str, Any] | None:
     account = Account.objects.for_tenant(tenant).filter(pk=account_id).first()
     if account is None:
         return None
@@ -28,7 +28,7 @@ def _account(tenant: Tenant, account_id: int) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
-def _user(tenant: Tenant, user_id: int) -> dict[str, Any] | None:
+def user_data(tenant: Tenant, user_id: int) -> dict[str, Any] | None:
     user = EndUser.objects.for_tenant(tenant).filter(pk=user_id).first()
     if user is None:
         return None
@@ -44,9 +44,9 @@ def action_context(*, tenant: Tenant, run: ActionRun) -> ActionContext:
     enrollment = Enrollment.objects.for_tenant(tenant).select_related("playbook", "version").get(pk=run.enrollment_id)
     account = user = membership = None
     if enrollment.playbook.object == "account":
-        account = _account(tenant, enrollment.entity_id)
+        account = account_data(tenant, enrollment.entity_id)
         if run.end_user_id is not None:
-            user = _user(tenant, run.end_user_id)
+            user = user_data(tenant, run.end_user_id)
             found = (
                 Membership.objects.for_tenant(tenant)
                 .filter(account_id=enrollment.entity_id, end_user_id=run.end_user_id)
@@ -55,7 +55,7 @@ def action_context(*, tenant: Tenant, run: ActionRun) -> ActionContext:
             )
             membership = dict(found["properties"]) if found else None
     else:
-        user = _user(tenant, enrollment.entity_id)
+        user = user_data(tenant, enrollment.entity_id)
     definition = enrollment.version.definition
     params: dict[str, Any] = {}
     for phase in ("actions", "on_goal", "on_timeout"):

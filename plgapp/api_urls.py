@@ -7,7 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from accounts.api import AccountViewSet, PropertyDefinitionViewSet, UserViewSet
 from integrations.api import ConnectionViewSet, SandboxCallViewSet
-from playbooks.api import ActionRunViewSet, PlaybookViewSet
+from playbooks.api import ActionRunViewSet, PlaybookViewSet, TemplatePreviewView
 from plgapp.api import ApiKeyViewSet, TenantView
 from scoring.api import DiscoveryView, ModelVersionViewSet, ScoreViewSet, ScoringSettingsView
 from signals.api import EventViewSet, SignalViewSet
@@ -31,5 +31,6 @@ urlpatterns = [
     path("tenant/", TenantView.as_view(), name="tenant"),
     path("scoring/config/", ScoringSettingsView.as_view(), name="scoring-config"),
     path("scoring/discovery/", DiscoveryView.as_view(), name="scoring-discovery"),
+    path("playbooks/template-preview", TemplatePreviewView.as_view(), name="template-preview"),
     *router.urls,
 ]

@@ -22,10 +22,11 @@ from integrations.models import Connection, ConnectionStatus, SandboxCall
 from integrations.services import connection_create
 from playbooks.models import ActionRun, RunStatus
 from playbooks.services import PlaybookInvalid, playbook_create, playbook_evaluate
+from plgapp.roles import Role
 from tests.conftest import TenantWorld
 from tests.fakes.server import FakeServer, Response
 from tests.fakes.slack import FakeSlack
-from tests.test_playbook_engine import T0, account_id, active_playbook, deliver, score
+from tests.test_playbook_engine import T0, account_id, active_playbook, deliver, score, user_id
 from tests.test_playbook_engine import pqa_world as pqa_world
 
 SECRET = "a-webhook-secret-of-some-length"
@@ -210,3 +211,27 @@ def test_a_webhook_gets_a_signed_payload_with_rendered_data_and_is_retried_after
         assert timestamp is not None
         digest = hmac.new(SECRET.encode(), timestamp.encode() + b"." + second.raw_body, hashlib.sha256).hexdigest()
         assert second.header(SIGNATURE_HEADER) == f"sha256={digest}"
+
+
+@pytest.mark.django_db
+def test_a_template_previews_for_a_chosen_account_and_user_and_explains_mistakes(
+    pqa_world: TenantWorld, tenant_b: TenantWorld, secret_client: Any, member_client: Any, settings: Any
+) -> None:
+    settings.PUBLIC_URL = "https://plg.example"
+    url = "/api/v1/playbooks/template-preview"
+    acme, alice = account_id(pqa_world, "acme"), user_id(pqa_world, "alice@acme.test")
+    template = "{{ user.email }} ({{ membership.role }}) at {{ account.name }}: "
+    template += "{{ account.score.conversion | percent }}"
+    client = secret_client(pqa_world)
+
+    answer = client.post(url, {"template": template, "account": acme, "user": alice}, format="json")
+
+    assert answer.status_code == 200, answer.content
+    assert answer.json() == {"text": "alice@acme.test (Owner) at Acme: 90%"}
+    mistake = client.post(url, {"template": "{{ account.nmae }}", "account": acme}, format="json")
+    assert mistake.status_code == 400
+    assert "nmae" in mistake.json()["error"]["fields"]["template"]
+    assert secret_client(tenant_b).post(url, {"template": "hi", "account": acme}, format="json").status_code == 404
+    sales = member_client(pqa_world.tenant, Role.SALES)
+    assert sales.post(f"/t/{pqa_world.slug}/api/v1/playbooks/template-preview", {"template": "hi"},
+                      content_type="application/json").status_code == 403  # fmt: skip
