@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from integrations import delivery
+from django.utils import timezone
+
+from integrations import delivery, hubspot_delivery
 from integrations.clients import Outcome
 from integrations.models import Provider
 from integrations.services import NoConnection, connection_for
@@ -237,5 +240,161 @@ WEBHOOK_POST = ActionType(
     },
 )
 
-register(SLACK_SEND_MESSAGE)
-register(WEBHOOK_POST)
+# --- HubSpot ------------------------------------------------------------------------------------------------
+
+LIST_ID = re.compile(r"^\d{1,20}$")
+PRIORITIES = ("LOW", "MEDIUM", "HIGH")
+
+
+def _list_params(params: Mapping[str, Any]) -> dict[str, str]:
+    errors = _connection_id(params)
+    for key in sorted(set(params) - {"list_id", "connection_id"}):
+        errors[key] = "not a parameter (list_id, connection_id)"
+    if not LIST_ID.match(str(params.get("list_id", ""))):
+        errors["list_id"] = "the id of a MANUAL or SNAPSHOT HubSpot list (a number)"
+    return errors
+
+
+def _hubspot_tenant_params(params: Mapping[str, Any], facts: TenantFacts) -> dict[str, str]:
+    errors = _connection_errors(params, facts, Provider.HUBSPOT)
+    for key in ("subject", "body", "owner_email"):
+        if key in params:
+            problem = template_errors(params[key], facts.properties, obj=facts.obj)
+            if problem:
+                errors[key] = problem
+    return errors
+
+
+def _list_prepare(context: ActionContext) -> dict[str, Any]:
+    email = (context.user or {}).get("email")
+    if not email:
+        raise Permanent("the user has no email: HubSpot contacts are found by email")
+    return {
+        "list_id": str(context.params["list_id"]),
+        "email": email,
+        "connection_id": context.params.get("connection_id"),
+    }
+
+
+def _list_sender(add: bool) -> Any:
+    def send(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any]:
+        return _raise_unless_ok(
+            hubspot_delivery.list_change(
+                tenant_id=context.tenant_id, connection_id=request.get("connection_id"),
+                list_id=str(request["list_id"]), email=str(request["email"]), add=add, run_id=context.run_id,
+            )
+        )  # fmt: skip
+
+    return send
+
+
+def _list_type(name: str, add: bool) -> ActionType:
+    return ActionType(
+        name=name,
+        send=_list_sender(add),
+        idempotent=True,  # list membership is a desired state
+        targets=frozenset({"users"}),
+        prepare=_list_prepare,
+        params_errors=_list_params,
+        tenant_params_errors=_hubspot_tenant_params,
+        description=(
+            "Add each user (by email; created as a contact when missing) to a HubSpot list."
+            if add
+            else "Remove each user from a HubSpot list."
+        ),
+        params_schema={
+            "list_id": {"type": "hubspot_list", "required": True},
+            "connection_id": {"type": "connection", "provider": "hubspot", "required": False},
+        },
+    )
+
+
+def _task_params(params: Mapping[str, Any]) -> dict[str, str]:
+    errors = _connection_id(params)
+    for key in sorted(set(params) - {"subject", "body", "due_in_days", "owner_email", "priority", "connection_id"}):
+        errors[key] = "not a parameter (subject, body, due_in_days, owner_email, priority, connection_id)"
+    if not isinstance(params.get("subject"), str) or not params["subject"].strip():
+        errors["subject"] = "the task's title, a template such as Call {{ account.name }}"
+    for key in ("body", "owner_email"):
+        if key in params and not isinstance(params[key], str):
+            errors[key] = "a text template"
+    days = params.get("due_in_days", 1)
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 365:
+        errors["due_in_days"] = "days from the moment the task is created, 0-365"
+    if params.get("priority", "MEDIUM") not in PRIORITIES:
+        errors["priority"] = "LOW, MEDIUM or HIGH"
+    return errors
+
+
+def _involved_emails(context: ActionContext) -> list[str]:
+    """The users this enrollment's main actions reached: the contacts the task is about."""
+    from accounts.models import EndUser
+    from playbooks.models import ActionPhase, ActionRun, RunStatus
+
+    users = ActionRun.objects.for_tenant(context.tenant_id).filter(
+        enrollment_id=context.enrollment_id, phase=ActionPhase.MAIN, status=RunStatus.SUCCEEDED,
+        end_user_id__isnull=False,
+    ).values_list("end_user_id", flat=True)  # fmt: skip
+    emails = EndUser.objects.for_tenant(context.tenant_id).filter(pk__in=list(users)).values_list("email", flat=True)
+    return sorted({email for email in emails if email})
+
+
+def _task_prepare(context: ActionContext) -> dict[str, Any]:
+    values = template_context(context)
+    try:
+        rendered = {key: render(str(context.params[key]), values) if key in context.params else ""
+                    for key in ("subject", "body", "owner_email")}  # fmt: skip
+    except TemplateInvalid as exc:
+        raise Permanent(f"a task template cannot be rendered: {exc}") from None
+    account = context.account or {}
+    due = timezone.now() + timedelta(days=float(context.params.get("due_in_days", 1)))
+    task = {
+        "subject": rendered["subject"].strip() or "Follow up", "body": rendered["body"],
+        "owner_email": rendered["owner_email"].strip() or None, "due": due.isoformat(),
+        "priority": context.params.get("priority", "MEDIUM"),
+        "company": {"domain": account["domain"], "name": account.get("name") or ""} if account.get("domain") else None,
+        "contacts": _involved_emails(context),
+        "marker": f"plgrun{context.run_id}",  # found by search: a retry confirms instead of creating again
+    }  # fmt: skip
+    return {"connection_id": context.params.get("connection_id"), "task": task}
+
+
+def _task_send(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any]:
+    return _raise_unless_ok(
+        hubspot_delivery.task_create(
+            tenant_id=context.tenant_id,
+            connection_id=request.get("connection_id"),
+            task=dict(request["task"]),
+            run_id=context.run_id,
+        )
+    )
+
+
+def _task_confirm(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any] | None:
+    found = hubspot_delivery.task_confirm(tenant_id=context.tenant_id, connection_id=request.get("connection_id"),
+                                          marker=str(request["task"]["marker"]))  # fmt: skip
+    return {"task": found, "confirmed": True} if found else None
+
+
+HUBSPOT_ADD_TO_LIST = _list_type("hubspot.add_to_list", add=True)
+HUBSPOT_REMOVE_FROM_LIST = _list_type("hubspot.remove_from_list", add=False)
+HUBSPOT_CREATE_TASK = ActionType(
+    name="hubspot.create_task",
+    send=_task_send,
+    idempotent=False,
+    targets=frozenset({"entity"}),
+    prepare=_task_prepare,
+    confirm=_task_confirm,
+    params_errors=_task_params,
+    tenant_params_errors=_hubspot_tenant_params,
+    description="Create a HubSpot task for an owner, associated with the company and the users involved.",
+    params_schema={
+        "subject": {"type": "template", "required": True}, "body": {"type": "template", "required": False},
+        "due_in_days": {"type": "number", "required": False}, "owner_email": {"type": "template", "required": False},
+        "priority": {"type": "choice", "choices": list(PRIORITIES), "required": False},
+        "connection_id": {"type": "connection", "provider": "hubspot", "required": False},
+    },
+)  # fmt: skip
+
+for _type in (SLACK_SEND_MESSAGE, WEBHOOK_POST, HUBSPOT_ADD_TO_LIST, HUBSPOT_REMOVE_FROM_LIST, HUBSPOT_CREATE_TASK):
+    register(_type)

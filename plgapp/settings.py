@@ -153,6 +153,8 @@ HUBSPOT_API_URL = os.environ.get("HUBSPOT_API_URL", "https://api.hubapi.com")
 # Where people reach this installation: links in messages ("open the account") start with it.
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:8000").rstrip("/")
 SLACK_MESSAGES_PER_SECOND_PER_CHANNEL = 1  # Slack's posting limit
+HUBSPOT_REQUESTS_PER_10_SECONDS = env_int("HUBSPOT_REQUESTS_PER_10_SECONDS", 100)  # per connection (app limits vary)
+HUBSPOT_SEARCHES_PER_SECOND = env_int("HUBSPOT_SEARCHES_PER_SECOND", 5)
 INTEGRATION_TIMEOUT_SECONDS = env_int("INTEGRATION_TIMEOUT_SECONDS", 10)  # every provider call has one
 # Fernet keys that encrypt connection credentials at rest, newest first (rotate by prepending a new key);
 # unset: one key derived from SECRET_KEY.
