@@ -8,6 +8,7 @@ from typing import Any
 
 import django_filters
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -16,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from integrations.models import Connection, ConnectionStatus, Provider, SandboxCall
+from integrations.pickers import PickerError, hubspot_lists_of, hubspot_owners, slack_channels
 from integrations.serializers import (
     ConnectionCreateInputSerializer,
     ConnectionOutputSerializer,
@@ -68,6 +70,30 @@ class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         """Call the provider with the stored credentials; `status` and `last_error` say how it went."""
         connection = connection_test(tenant=self.tenant, connection_id=self.get_object().pk, now=timezone.now())
         return Response(ConnectionOutputSerializer(connection).data)
+
+    def _picked(self, pick: Any, *args: Any) -> Response:
+        try:
+            return Response({"results": pick(self.get_object(), *args)})
+        except PickerError as exc:
+            raise ValidationError({"connection": str(exc)}) from None
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def channels(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Slack channels the bot can post to (the builder's channel picker)."""
+        return self._picked(slack_channels)
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def lists(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """HubSpot lists that accept members (MANUAL, SNAPSHOT); `?q=` filters by name."""
+        return self._picked(hubspot_lists_of, request.query_params.get("q", "")[:100])
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def owners(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """HubSpot owners (task assignees)."""
+        return self._picked(hubspot_owners)
 
 
 class SandboxCallViewSet(mixins.ListModelMixin, TenantScopedViewSet):

@@ -193,3 +193,49 @@ def test_admins_manage_connections_and_everyone_else_only_sees_them(
         assert member.delete(f"{url}{created.json()['id']}/").status_code == 403
     assert admin.delete(f"{url}{created.json()['id']}/").status_code == 204
     assert not Connection.objects.for_tenant(tenant_a.tenant).exists()
+
+
+@pytest.mark.django_db
+def test_the_builder_picks_slack_channels_through_every_page(
+    tenant_a: TenantWorld, tenant_b: TenantWorld, secret_client: Any, slack: FakeSlack
+) -> None:
+    workspace = slack.add_workspace("Acme Corp")
+    for n in range(250):  # more than one page of conversations.list
+        slack.add_channel(workspace.team_id, f"team-{n:03d}")
+    slack.add_channel(workspace.team_id, "old", is_archived=True)
+    client = secret_client(tenant_a)
+    connection = client.post(URL, {"provider": "slack", "name": "Slack",
+                                   "credentials": {"bot_token": slack.issue_bot_token(workspace.team_id)}},
+                             format="json").json()  # fmt: skip
+
+    channels = client.get(f"{URL}{connection['id']}/channels").json()["results"]
+
+    assert len(channels) == 250
+    assert channels[0]["name"] == "team-000"
+    assert "old" not in {channel["name"] for channel in channels}
+    assert len(slack.requests(path="/api/conversations.list")) >= 2
+    assert secret_client(tenant_b).get(f"{URL}{connection['id']}/channels").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_builder_picks_hubspot_lists_that_accept_members_and_owners(
+    tenant_a: TenantWorld, secret_client: Any, hubspot: FakeHubSpot
+) -> None:
+    portal = hubspot.add_portal().portal_id
+    hubspot.add_list(portal, "PQLs")
+    hubspot.add_list(portal, "Webinar", processing_type="SNAPSHOT")
+    hubspot.add_list(portal, "Everyone", processing_type="DYNAMIC")
+    hubspot.add_owner(portal, "olive@vendor.test", "Olive", "Owner")
+    client = secret_client(tenant_a)
+    connection = client.post(URL, {"provider": "hubspot", "name": "CRM",
+                                   "credentials": {"access_token": hubspot.issue_token(portal)}},
+                             format="json").json()  # fmt: skip
+
+    lists = client.get(f"{URL}{connection['id']}/lists").json()["results"]
+    owners = client.get(f"{URL}{connection['id']}/owners").json()["results"]
+
+    assert sorted(item["name"] for item in lists) == ["PQLs", "Webinar"]
+    assert owners == [{"id": owners[0]["id"], "email": "olive@vendor.test", "name": "Olive Owner"}]
+    wrong = client.get(f"{URL}{connection['id']}/channels")
+    assert wrong.status_code == 400
+    assert "Slack" in str(wrong.json())
