@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 from integrations import clients, limits
 from integrations.crypto import CredentialsUnreadable
 from integrations.models import Connection, ConnectionMode, ConnectionStatus, Provider, SandboxCall
+from integrations.oauth import OAuthError, usable_credentials
 from integrations.services import NoConnection, connection_for, connection_mark_broken, credentials_of
 
 SLACK_COLORS = ("good", "warning", "danger")
@@ -79,7 +80,9 @@ def slack_post(*, tenant_id: int, connection_id: int | None, channel: str, text:
     if waiting is not None:
         return waiting
     try:
-        token = credentials_of(connection)["bot_token"]
+        token = usable_credentials(connection)["bot_token"]
+    except OAuthError as exc:
+        return clients.Outcome("auth", str(exc))
     except (CredentialsUnreadable, KeyError) as exc:
         return _after(connection, clients.Outcome("auth", f"unreadable credentials: {exc}"))
     try:

@@ -25,7 +25,7 @@ from integrations import clients, limits
 from integrations.crypto import CredentialsUnreadable
 from integrations.delivery import _after, _sandboxed, resolve
 from integrations.models import Connection, ConnectionMode, Provider
-from integrations.services import credentials_of
+from integrations.oauth import OAuthError, usable_credentials
 
 TASK_TO_CONTACT, TASK_TO_COMPANY = 204, 192  # HUBSPOT_DEFINED association types
 
@@ -44,7 +44,9 @@ class _Calls:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         try:
-            token = credentials_of(connection)["access_token"]
+            token = usable_credentials(connection)["access_token"]
+        except OAuthError as exc:
+            raise _Stop(clients.Outcome("auth", str(exc))) from None
         except (CredentialsUnreadable, KeyError) as exc:
             raise _Stop(clients.Outcome("auth", f"unreadable credentials: {exc}")) from None
         self.client = clients.hubspot_client(token)

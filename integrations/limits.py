@@ -63,3 +63,12 @@ def window(tenant_id: int, provider: str, scope: str, limit: int, seconds: int) 
     if int(count) <= limit:
         return 0.0
     return max(int(left), 1) / 1000
+
+
+def lock_take(name: str, *, seconds: int) -> bool:
+    """A short cross-process lock (e.g. one token refresh at a time); expires by itself if its holder dies."""
+    return bool(_redis().set(_key("lock", name), 1, nx=True, ex=seconds))
+
+
+def lock_release(name: str) -> None:
+    _redis().delete(_key("lock", name))

@@ -13,7 +13,7 @@ from integrations import clients
 from integrations.crypto import CredentialsUnreadable
 from integrations.delivery import _after
 from integrations.models import Connection, ConnectionMode, Provider
-from integrations.services import credentials_of
+from integrations.oauth import OAuthError, usable_credentials
 
 MAX_PAGES = 20  # 4,000 channels or lists: more than a picker can show
 SANDBOX: dict[str, list[dict[str, Any]]] = {
@@ -30,8 +30,8 @@ class PickerError(Exception):
 
 def _token(connection: Connection, key: str) -> str:
     try:
-        return str(credentials_of(connection)[key])
-    except (CredentialsUnreadable, KeyError) as exc:
+        return str(usable_credentials(connection)[key])
+    except (CredentialsUnreadable, KeyError, OAuthError) as exc:
         raise PickerError(f"unreadable credentials: {exc}") from None
 
 

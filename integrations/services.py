@@ -100,7 +100,12 @@ def credential_hints(connection: Connection) -> dict[str, str]:
 
 def _probe(connection: Connection) -> tuple[clients.Outcome, str]:
     """One harmless call with the connection's credentials: (outcome, account name)."""
-    credentials = credentials_of(connection)
+    from integrations.oauth import OAuthError, usable_credentials  # oauth builds on this module
+
+    try:
+        credentials = usable_credentials(connection)
+    except OAuthError as exc:
+        return clients.Outcome("auth", str(exc)), ""
     if connection.provider == Provider.SLACK:
         try:
             answer = clients.slack_client(credentials["bot_token"]).auth_test()

@@ -156,6 +156,19 @@ SLACK_MESSAGES_PER_SECOND_PER_CHANNEL = 1  # Slack's posting limit
 HUBSPOT_REQUESTS_PER_10_SECONDS = env_int("HUBSPOT_REQUESTS_PER_10_SECONDS", 100)  # per connection (app limits vary)
 HUBSPOT_SEARCHES_PER_SECOND = env_int("HUBSPOT_SEARCHES_PER_SECOND", 5)
 INTEGRATION_TIMEOUT_SECONDS = env_int("INTEGRATION_TIMEOUT_SECONDS", 10)  # every provider call has one
+# OAuth apps (connect Slack / HubSpot with a button). Without a client id the flow is off: paste a token instead.
+SLACK_CLIENT_ID = os.environ.get("SLACK_CLIENT_ID", "")
+SLACK_CLIENT_SECRET = os.environ.get("SLACK_CLIENT_SECRET", "")
+SLACK_AUTHORIZE_URL = os.environ.get("SLACK_AUTHORIZE_URL", "https://slack.com/oauth/v2/authorize")
+SLACK_BOT_SCOPES = os.environ.get("SLACK_BOT_SCOPES", "chat:write,channels:read,groups:read")
+HUBSPOT_CLIENT_ID = os.environ.get("HUBSPOT_CLIENT_ID", "")
+HUBSPOT_CLIENT_SECRET = os.environ.get("HUBSPOT_CLIENT_SECRET", "")
+HUBSPOT_AUTHORIZE_URL = os.environ.get("HUBSPOT_AUTHORIZE_URL", "https://app.hubspot.com/oauth/authorize")
+HUBSPOT_SCOPES = os.environ.get(
+    "HUBSPOT_SCOPES",
+    "crm.objects.contacts.read crm.objects.contacts.write crm.objects.companies.read crm.objects.companies.write "
+    "crm.lists.read crm.lists.write crm.objects.owners.read",
+)
 # Fernet keys that encrypt connection credentials at rest, newest first (rotate by prepending a new key);
 # unset: one key derived from SECRET_KEY.
 CREDENTIALS_KEYS = env_list("CREDENTIALS_KEYS", "")

@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from integrations import views as integration_views
 from plgapp import health, views
 from plgapp.forms import EmailAuthenticationForm
 
@@ -14,6 +15,7 @@ handler500 = "plgapp.views.server_error"
 tenant_ui: list[URLPattern | URLResolver] = [
     path("", views.tenant_overview, name="tenant_overview"),
     path("settings/api-keys/", views.api_keys, name="api_keys"),
+    path("settings/integrations/<str:provider>/connect/", integration_views.oauth_connect, name="oauth-connect"),
     path("settings/api-keys/<uuid:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
     path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="tenant-api")),
 ]
@@ -30,6 +32,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("t/<slug:tenant_slug>/", include(tenant_ui)),
     path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="api")),
+    path("integrations/<str:provider>/callback/", integration_views.oauth_callback, name="oauth-callback"),
     path("api/journy/", include("signals.urls_journy")),
     path("api/segment/", include("signals.urls_segment")),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
