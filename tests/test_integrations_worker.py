@@ -1,0 +1,126 @@
+"""The seed's Trial PQA playbook on the real stack (issue 6): a real Celery worker drives the official SDKs
+against the fake Slack and HubSpot — a coloured Slack message per PQA, the HubSpot list gets exactly the
+healthy Admin/Owner users of that account, conversion removes exactly them and announces the new customer,
+a timeout creates one task for the owner associated with the company — each exactly once."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from accounts.models import Account
+from integrations.services import connection_create
+from playbooks.models import ActionRun, RunStatus
+from playbooks.services import playbook_create, playbook_transition
+from tests.conftest import TenantWorld
+from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.slack import FakeSlack
+from tests.test_playbook_engine import account_id, score, stage
+from tests.test_playbook_engine import pqa_world as pqa_world
+from tests.test_playbook_worker import settle, start_worker, wait_for
+
+OWNER = "owner@vendor.test"
+
+
+def seed(list_id: str) -> dict[str, Any]:
+    return {
+        "object": "account",
+        "entry": {"all": [{"field": "account.stage", "op": "eq", "value": "Trial"},
+                          {"field": "account.score.conversion", "op": "gt", "value": 0.75}]},
+        "actions": [
+            {"id": "notify", "type": "slack.send_message", "params": {
+                "channel": "#sales", "color": "good",
+                "text": "{{ account.name }} is a PQA ({{ account.score.conversion | percent }})"}},
+            {"id": "add-pqls", "type": "hubspot.add_to_list", "target": "users",
+             "users_where": {"all": [{"field": "user.score.health", "op": "gt", "value": 0.5},
+                                     {"field": "membership.role", "op": "in", "value": ["Admin", "Owner"]}]},
+             "params": {"list_id": list_id}},
+        ],
+        "goal": {"field": "account.stage", "op": "eq", "value": "Customer"},
+        "timeout": {"days": 21},
+        "on_goal": [
+            {"id": "cleanup", "type": "hubspot.remove_from_list", "target": "users_from:add-pqls",
+             "params": {"list_id": list_id}},
+            {"id": "celebrate", "type": "slack.send_message", "params": {
+                "channel": "#sales", "color": "#2EB67D", "text": "New customer: {{ account.name }}"}},
+        ],
+        "on_timeout": [{"id": "task", "type": "hubspot.create_task", "params": {
+            "subject": "Call {{ account.name }}", "owner_email": OWNER}}],
+    }  # fmt: skip
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeSlack, FakeHubSpot]]:
+    with FakeSlack() as slack, FakeHubSpot() as hubspot:
+        yield slack, hubspot
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_the_seed_playbook_drives_slack_and_hubspot_exactly_once_through_a_real_worker(
+    pqa_world: TenantWorld, fakes: tuple[FakeSlack, FakeHubSpot], settings: Any
+) -> None:
+    world, (slack, hubspot) = pqa_world, fakes
+    settings.SLACK_API_URL, settings.HUBSPOT_API_URL = slack.url + "/api/", hubspot.url  # run_sweeps runs here
+    team = slack.add_workspace("Acme Corp").team_id
+    sales = slack.add_channel(team, "sales").id
+    portal = hubspot.add_portal().portal_id
+    hubspot.add_owner(portal, OWNER)
+    pqls = hubspot.add_list(portal, "PQLs").list_id
+    now = timezone.now()
+    connection_create(tenant=world.tenant, provider="slack", name="Slack", mode="live", settings={}, now=now,
+                      credentials={"bot_token": slack.issue_bot_token(team)})  # fmt: skip
+    connection_create(tenant=world.tenant, provider="hubspot", name="CRM", mode="live", settings={}, now=now,
+                      credentials={"access_token": hubspot.issue_token(portal)})  # fmt: skip
+    Account.objects.for_tenant(world.tenant).filter(external_id="beta").update(domain="beta.test")
+    worker: subprocess.Popen[bytes] = start_worker("integrations", SLACK_API_URL=slack.url + "/api/",
+                                                   HUBSPOT_API_URL=hubspot.url)  # fmt: skip
+    try:
+        settle(world)
+        playbook = playbook_create(tenant=world.tenant, name="Trial PQA", definition=seed(pqls), created_by=None,
+                                   now=timezone.now())  # fmt: skip
+        playbook_transition(tenant=world.tenant, playbook_id=playbook.pk, action="activate", now=timezone.now())
+
+        def members() -> list[str]:
+            emails = {obj.id: obj.value("email") for obj in hubspot.objects(portal, "contacts")}
+            return sorted(str(emails[m]) for m in hubspot.list_members(portal, pqls))
+
+        wait_for(lambda: len(slack.messages(sales)) == 1 and members() == ["alice@acme.test"])
+        (message,) = slack.messages(sales)
+        assert (message.text, message.colors) == ("Acme is a PQA (90%)", ["good"])
+
+        stage(world, "acme", "Customer", timezone.now())
+        wait_for(lambda: members() == [] and len(slack.messages(sales)) == 2)
+        assert slack.messages(sales)[1].text == "New customer: Acme"
+        assert slack.messages(sales)[1].colors == ["#2EB67D"]
+
+        score(world, "conversion", "account", account_id(world, "beta"), 0.8)
+        from playbooks.tasks import playbook_evaluate_task
+
+        playbook_evaluate_task.apply_async(args=(world.tenant.pk, playbook.pk))
+        wait_for(lambda: members() == ["bob@acme.test"] and len(slack.messages(sales)) == 3)
+        later = timezone.now() + timedelta(days=21, minutes=5)
+        for _ in range(2):  # replaying the same instant changes nothing the second time
+            call_command("run_sweeps", "--now", later.isoformat(), "--tenant", world.tenant.slug, stdout=io.StringIO())
+        runs = ActionRun.objects.for_tenant(world.tenant)
+        wait_for(lambda: len(hubspot.objects(portal, "tasks")) == 1
+                 and not runs.exclude(status=RunStatus.SUCCEEDED).exists())  # fmt: skip
+    finally:
+        worker.terminate()
+        output, _ = worker.communicate(timeout=30)
+        print(output.decode(errors="replace")[-5000:])
+
+    (task,) = hubspot.objects(portal, "tasks")
+    assert task.value("hs_task_subject") == "Call Beta"
+    (company,) = hubspot.objects(portal, "companies")
+    assert company.value("domain") == "beta.test"
+    assert {(link[1], link[2].label) for link in task.associations} >= {(company.id, "task_to_company")}
+    assert len(slack.messages(sales)) == 3  # acme PQA, acme customer, beta PQA: nothing twice
+    slack.assert_retry_after_respected()
