@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q
 
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 8
-BACKOFF_BASE_SECONDS = 15.0
 BACKOFF_MAX_SECONDS = 3600.0
 ENTRY_BATCH = 1000
 RUNS_PER_TASK = 50  # enrollments per executor task after a big entry
@@ -391,8 +391,12 @@ def _targets(tenant: Tenant, enrollment: Enrollment, action: Action,
     return targets
 
 
+def _backoff_base() -> float:
+    return float(settings.PLAYBOOK_BACKOFF_BASE_SECONDS)
+
+
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:
-    seconds = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    seconds = min(BACKOFF_MAX_SECONDS, _backoff_base() * 2 ** max(attempts - 1, 0))
     seconds = seconds * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
     return timedelta(seconds=max(seconds, retry_after or 0.0))
 
@@ -413,6 +417,7 @@ def run_execute(*, tenant: Tenant, run_id: int, now: datetime) -> str | None:
         .update(status=RunStatus.SENDING, lease_until=now + LEASE, attempts=F("attempts") + 1, updated_at=now)
     )
     if not claimed:
+        _not_yet(tenant, run_id, now)
         return None
     run = ActionRun.objects.for_tenant(tenant).get(pk=run_id)
     action_type = action_types.get(run.action_type)
@@ -425,7 +430,7 @@ def run_execute(*, tenant: Tenant, run_id: int, now: datetime) -> str | None:
             ActionRun.objects.for_tenant(tenant).filter(pk=run.pk, status=RunStatus.SENDING).update(request=run.request)
         response = action_type.send(run.request, context)
     except action_types.RateLimited as exc:
-        retry_after = exc.retry_after if exc.retry_after is not None else BACKOFF_BASE_SECONDS
+        retry_after = exc.retry_after if exc.retry_after is not None else _backoff_base()
         return _retry(tenant, run, now, exc.message, timedelta(seconds=retry_after), count_attempt=False)
     except (action_types.Permanent, action_types.Broken) as exc:
         return _finish(tenant, run, RunStatus.DEAD, now, error=f"{type(exc).__name__}: {exc.message}")
@@ -605,9 +610,24 @@ def _enqueue_run_ids(tenant_id: int, run_ids: list[int]) -> None:
 
 
 def _enqueue_run_later(tenant_id: int, run_id: int, delay: timedelta) -> None:
-    # Short delays ride a countdown; longer ones wait for the sweep (the broker redelivers long ETAs).
+    # Short delays ride a countdown; longer ones wait for the sweep (the broker redelivers long ETAs). A little
+    # slack, so the task does not arrive a hair before the run is due.
     if delay <= timedelta(minutes=5):
-        _send("playbooks.tasks.run_execute", (tenant_id, run_id), countdown=max(delay.total_seconds(), 0))
+        _send("playbooks.tasks.run_execute", (tenant_id, run_id), countdown=max(delay.total_seconds(), 0) + 0.05)
+
+
+def _not_yet(tenant: Tenant, run_id: int, now: datetime) -> None:
+    """A task for a run that is waiting to be retried came early (a countdown fired before `next_attempt_at`,
+    or a retry moved it later meanwhile): hand it on to the moment it is due instead of leaving it to the
+    minutely sweep."""
+    due = (
+        ActionRun.objects.for_tenant(tenant)
+        .filter(pk=run_id, status__in=DUE_STATUSES, next_attempt_at__gt=now)
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    if due is not None:
+        _enqueue_run_later(tenant.pk, run_id, due - now)
 
 
 def enrollment_due_runs(*, tenant: Tenant, enrollment_ids: Sequence[int], now: datetime) -> list[int]:

@@ -141,6 +141,8 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 # Modules that register extra playbook action types when the app loads (integrations register their own; tests
 # and self-hosters' plug-ins name theirs here), e.g. PLAYBOOK_ACTION_MODULES=mycompany.actions
 PLAYBOOK_ACTION_MODULES = env_list("PLAYBOOK_ACTION_MODULES", "")
+# First retry delay of a failed action (doubling per attempt, with jitter; never before a Retry-After).
+PLAYBOOK_BACKOFF_BASE_SECONDS = float(os.environ.get("PLAYBOOK_BACKOFF_BASE_SECONDS", "15"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
