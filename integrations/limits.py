@@ -13,14 +13,11 @@ from __future__ import annotations
 import redis
 from django.conf import settings
 
-_client: redis.Redis | None = None
+from plgapp.redis_client import redis_for
 
 
 def _redis() -> redis.Redis:
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    return _client
+    return redis_for(settings.REDIS_URL)
 
 
 def _key(*parts: object) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from django.db.models import Exists, F, Max, OuterRef, Q
 from playbooks import actions as action_types
 from playbooks.catalogue import catalogue_get
 from playbooks.definition import Action, Definition, DefinitionInvalid, in_holdout, parse
+from playbooks.dispatch import runs_schedule_and_release
 from playbooks.evaluation import condition_check, entity_model, matching_ids, members_matching
 from playbooks.models import (
     DUE_STATUSES,
@@ -605,21 +607,16 @@ def _enqueue_runs(tenant_id: int, enrollment_ids: list[int]) -> None:
 
 
 def _enqueue_run_ids(tenant_id: int, run_ids: list[int]) -> None:
-    for run_id in run_ids:
-        _send("playbooks.tasks.run_execute", (tenant_id, run_id))
+    runs_schedule_and_release(tenant_id, run_ids)
 
 
 def _enqueue_run_later(tenant_id: int, run_id: int, delay: timedelta) -> None:
-    # Short delays ride a countdown; longer ones wait for the sweep (the broker redelivers long ETAs). A little
-    # slack, so the task does not arrive a hair before the run is due.
-    if delay <= timedelta(minutes=5):
-        _send("playbooks.tasks.run_execute", (tenant_id, run_id), countdown=max(delay.total_seconds(), 0) + 0.05)
+    runs_schedule_and_release(tenant_id, [run_id], time.time() + max(delay.total_seconds(), 0.0))
 
 
 def _not_yet(tenant: Tenant, run_id: int, now: datetime) -> None:
-    """A task for a run that is waiting to be retried came early (a countdown fired before `next_attempt_at`,
-    or a retry moved it later meanwhile): hand it on to the moment it is due instead of leaving it to the
-    minutely sweep."""
+    """A task for a run that is waiting to be retried came early (released twice, or a retry moved it later
+    meanwhile): schedule it for the moment it is due instead of leaving it to the minutely sweep."""
     due = (
         ActionRun.objects.for_tenant(tenant)
         .filter(pk=run_id, status__in=DUE_STATUSES, next_attempt_at__gt=now)
@@ -627,7 +624,7 @@ def _not_yet(tenant: Tenant, run_id: int, now: datetime) -> None:
         .first()
     )
     if due is not None:
-        _enqueue_run_later(tenant.pk, run_id, due - now)
+        runs_schedule_and_release(tenant.pk, [run_id], due)
 
 
 def enrollment_due_runs(*, tenant: Tenant, enrollment_ids: Sequence[int], now: datetime) -> list[int]:

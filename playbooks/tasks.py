@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from playbooks.dispatch import release_tick, runs_schedule_and_release
 from playbooks.services import (
     due_runs,
     enrollment_due_runs,
@@ -32,6 +33,7 @@ def run_execute_task(tenant_id: int, run_id: int) -> None:
     tenant = _tenant(tenant_id)
     if tenant is not None:
         run_execute(tenant=tenant, run_id=run_id, now=timezone.now())
+    release_tick()  # the queue has room again: the next due run (of whichever tenant's turn it is) goes in
 
 
 @shared_task(name="playbooks.tasks.enrollment_runs_execute")
@@ -39,8 +41,8 @@ def enrollment_runs_execute_task(tenant_id: int, enrollment_ids: list[int]) -> N
     tenant = _tenant(tenant_id)
     if tenant is None:
         return
-    for run_id in enrollment_due_runs(tenant=tenant, enrollment_ids=enrollment_ids, now=timezone.now()):
-        run_execute_task.apply_async(args=(tenant_id, run_id))
+    runs_schedule_and_release(tenant_id, enrollment_due_runs(tenant=tenant, enrollment_ids=enrollment_ids,
+                                                             now=timezone.now()))  # fmt: skip
 
 
 @shared_task(name="playbooks.tasks.sweep")
@@ -50,8 +52,7 @@ def sweep_task(tenant_id: int) -> None:
         return
     now = timezone.now()
     sweep(tenant=tenant, now=now)
-    for run_id in due_runs(tenant=tenant, now=now):
-        run_execute_task.apply_async(args=(tenant_id, run_id))
+    runs_schedule_and_release(tenant_id, due_runs(tenant=tenant, now=now))  # what Redis lost is scheduled again
 
 
 @shared_task(name="playbooks.tasks.sweep_dispatch")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 
-from celery import Celery
+from celery import Celery, bootsteps
 from kombu import Queue
 
 from plgapp.beat_schedule import BEAT_SCHEDULE
@@ -50,3 +51,34 @@ app.conf.update(
     beat_schedule=BEAT_SCHEDULE,
 )
 app.autodiscover_tasks()
+
+RELEASE_INTERVAL_SECONDS = 0.25
+
+
+class DueRunsRelease(bootsteps.StartStopStep):
+    """Every worker hands due action runs to the executor a few times a second (playbooks/dispatch.py), so a
+    retry goes out when its Retry-After ends without any Celery ETA task. A thread of its own, not the worker's
+    event-loop timer: publishing from inside the consumer's loop can block it."""
+
+    def __init__(self, worker: object, **kwargs: object) -> None:
+        super().__init__(worker, **kwargs)
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, worker: object) -> None:
+        from playbooks.dispatch import release_tick
+
+        def loop() -> None:
+            while not self.stopping.wait(RELEASE_INTERVAL_SECONDS):
+                release_tick()
+
+        self.thread = threading.Thread(target=loop, name="due-runs-release", daemon=True)
+        self.thread.start()
+
+    def stop(self, worker: object) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+
+app.steps["worker"].add(DueRunsRelease)

@@ -143,6 +143,9 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 PLAYBOOK_ACTION_MODULES = env_list("PLAYBOOK_ACTION_MODULES", "")
 # First retry delay of a failed action (doubling per attempt, with jitter; never before a Retry-After).
 PLAYBOOK_BACKOFF_BASE_SECONDS = float(os.environ.get("PLAYBOOK_BACKOFF_BASE_SECONDS", "15"))
+# Action runs wait in Redis until due and are handed to the `actions` queue while it holds fewer than this many
+# tasks, one tenant at a time in turn (playbooks/dispatch.py): a deep backlog of one tenant never delays another.
+PLAYBOOK_ACTIONS_QUEUE_DEPTH = env_int("PLAYBOOK_ACTIONS_QUEUE_DEPTH", 20)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)

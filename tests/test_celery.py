@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from plgapp.beat_schedule import BEAT_SCHEDULE
 from plgapp.celery import QUEUES, app
 from plgapp.models import WorkerHeartbeat
 from plgapp.tasks import heartbeat_record_task, heartbeats_dispatch
+from tests.workers import start_worker
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,24 +63,11 @@ def test_the_heartbeat_dispatch_sends_one_heartbeat_to_every_queue(monkeypatch: 
     assert sent == [((queue,), queue) for queue in QUEUES]
 
 
-def _test_database_url() -> str:
-    db = connection.settings_dict
-    host = quote(db["HOST"] or "", safe="")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    password = f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else ""
-    return f"postgres://{quote(db['USER'] or '')}{password}@{host}{port}/{db['NAME']}"
-
-
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_process_consumes_a_task_and_writes_a_row() -> None:
     queue = f"test-{uuid.uuid4().hex[:12]}"  # a private queue: no other worker may take the message
-    env = dict(os.environ, DATABASE_URL=_test_database_url(), CELERY_TASK_ALWAYS_EAGER="false", LOG_FORMAT="console")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "plgapp", "worker", "--queues", queue, "--pool", "solo",
-         "--concurrency", "1", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    worker = start_worker("heartbeat", queue)
     try:
         heartbeat_record_task.apply_async(args=(queue,), queue=queue)
         deadline = time.monotonic() + 60
@@ -96,6 +79,5 @@ def test_a_real_worker_process_consumes_a_task_and_writes_a_row() -> None:
         assert beat is not None, "the worker did not write the row within 60 s"
         assert beat.hostname
     finally:
-        worker.terminate()
-        output, _ = worker.communicate(timeout=30)
-    assert worker.returncode in (0, -15), output.decode(errors="replace")
+        output = worker.stop()
+    assert worker.returncode in (0, -15), output

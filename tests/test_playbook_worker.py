@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,41 +23,34 @@ from playbooks.tasks import playbook_evaluate_task
 from signals.tasks import dirty_entities_sweep
 from tests import playbook_recorder
 from tests.conftest import TenantWorld
-from tests.test_celery import PROJECT_ROOT, _test_database_url
 from tests.test_playbook_engine import TRIAL_PQA, account_id, pqa_world, score, stage, user_id  # noqa: F401 - fixture
+from tests.workers import Worker
+from tests.workers import start_worker as start_any_worker
 
 SEED = json.loads(json.dumps(TRIAL_PQA).replace('"test.', '"rec.'))
 WAIT_SECONDS = 60
 
 
-def start_worker(name: str, **env: str) -> subprocess.Popen[bytes]:
-    environment = dict(os.environ, DATABASE_URL=_test_database_url(), CELERY_TASK_ALWAYS_EAGER="false",
-                       LOG_FORMAT="console", PLAYBOOK_ACTION_MODULES="tests.playbook_recorder", **env)  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "plgapp", "worker", "--queues", "ingest,scoring,playbooks,actions",
-         "--pool", "solo", "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-        cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+def start_worker(name: str, **env: str) -> Worker:
+    return start_any_worker(name, "ingest,scoring,playbooks,actions", PLAYBOOK_ACTION_MODULES="tests.playbook_recorder",
+                            **env)  # fmt: skip
 
 
 @pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+def workers() -> Iterator[list[Worker]]:
     started = [start_worker("one"), start_worker("two")]
     yield started
     for worker in started:
-        if worker.poll() is None:
-            worker.terminate()
-        output, _ = worker.communicate(timeout=30)
-        print(output.decode(errors="replace")[-5000:])  # shown when the test fails
+        print(worker.stop()[-5000:])  # shown when the test fails
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
+def wait_for(condition: Callable[[], bool], seconds: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"not within {WAIT_SECONDS} s")
+    raise AssertionError(f"not within {seconds} s")
 
 
 def settle(world: TenantWorld) -> None:
@@ -84,7 +73,7 @@ def deliveries(world: TenantWorld) -> Counter[tuple[str, str | None, str | None]
 @pytest.mark.django_db(transaction=True)
 def test_the_trial_pqa_playbook_runs_end_to_end_exactly_once_with_two_workers(
     pqa_world: TenantWorld,  # noqa: F811 - the fixture imported above
-    workers: list[subprocess.Popen[bytes]],
+    workers: list[Worker],
 ) -> None:
     world = pqa_world
     settle(world)
@@ -136,11 +125,9 @@ def test_a_worker_killed_between_claim_and_completion_sends_nothing_twice(
         playbook_transition(tenant=world.tenant, playbook_id=playbook.pk, action="activate", now=timezone.now())
         runs = ActionRun.objects.for_tenant(world.tenant)
         wait_for(lambda: runs.filter(status=RunStatus.SENDING).exists())
-        slow.send_signal(signal.SIGKILL)  # the worker dies inside a provider call
-        slow.communicate(timeout=30)
+        slow.kill()  # the worker dies inside a provider call
     finally:
-        if slow.poll() is None:
-            slow.kill()
+        slow.stop()
     claimed = runs.get(status=RunStatus.SENDING)
 
     # After the lease, the sweep decides: an idempotent add is sent again, an ambiguous message is not.

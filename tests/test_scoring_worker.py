@@ -5,9 +5,6 @@ and memberships. Nobody here calls scoring: the test only ingests and watches th
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -21,28 +18,22 @@ from plgapp.models import Tenant
 from scoring.generator import generate
 from scoring.models import Score, ScoreKind
 from tests.conftest import TenantWorld
-from tests.test_celery import PROJECT_ROOT, _test_database_url
 from tests.test_ingest_journy import Journy
+from tests.workers import Worker, start_worker
 
 DEADLINE_SECONDS = 60
 
 
 @pytest.fixture
-def worker() -> Iterator[subprocess.Popen[bytes]]:
+def worker() -> Iterator[Worker]:
     """A worker on the queues that processing and scoring use (ingest, scoring), like `make run` starts."""
-    env = dict(os.environ, DATABASE_URL=_test_database_url(), CELERY_TASK_ALWAYS_EAGER="false", LOG_FORMAT="console")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "plgapp", "worker", "--queues", "ingest,scoring", "--pool", "solo",
-         "--concurrency", "1", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    process = start_worker("scoring", "ingest,scoring")
     yield process
-    process.terminate()
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode in (0, -15), output.decode(errors="replace")
+    output = process.stop()
+    assert process.returncode in (0, -15), output
 
 
-def within_deadline(condition: Callable[[], bool], worker: subprocess.Popen[bytes], what: str) -> float:
+def within_deadline(condition: Callable[[], bool], worker: Worker, what: str) -> float:
     """Seconds until `condition` holds, polling; fails after DEADLINE_SECONDS or if the worker died."""
     began = time.monotonic()
     while time.monotonic() - began < DEADLINE_SECONDS:
@@ -85,7 +76,7 @@ def computed_at(tenant: Tenant, kind: str, entity_id: int) -> datetime | None:
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_new_events_rescore_their_account_user_and_membership_through_the_worker_within_a_minute(
-    tenant_a: TenantWorld, worker: subprocess.Popen[bytes]
+    tenant_a: TenantWorld, worker: Worker
 ) -> None:
     tenant = tenant_a.tenant
     now = timezone.now()

@@ -145,6 +145,7 @@ class Faults:
     hang_fraction: float = 0.0
     hang_seconds: float = 5.0
     path: str | None = None
+    client_key: str | None = None  # e.g. one Slack workspace ("T0001/*") or one HubSpot portal
 
     def __post_init__(self) -> None:
         fractions = (self.rate_limit_fraction, self.server_error_fraction, self.hang_fraction)
@@ -153,8 +154,10 @@ class Faults:
         if self.retry_after < 0 or self.hang_seconds < 0:
             raise ValueError("retry_after and hang_seconds must not be negative")
 
-    def matches(self, path: str) -> bool:
-        return self.path is None or fnmatch.fnmatchcase(path, self.path)
+    def matches(self, path: str, client_key: str) -> bool:
+        return (self.path is None or fnmatch.fnmatchcase(path, self.path)) and (
+            self.client_key is None or fnmatch.fnmatchcase(client_key, self.client_key)
+        )
 
 
 @dataclass
@@ -408,7 +411,7 @@ class FakeServer:
                     scripted.remaining -= 1
                     return scripted.fault
             faults = self._faults
-            if faults.matches(request.path):
+            if faults.matches(request.path, request.client_key):
                 roll = self._rng.random()
                 if roll < faults.rate_limit_fraction:
                     return InjectedFault("rate_limit", retry_after=faults.retry_after)
