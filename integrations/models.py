@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from django.db import models
 from django.utils import timezone
 
 from plgapp.models import TenantManager, TenantScopedModel
+
+SLACK_COLORS = {"good": "#2EB67D", "warning": "#ECB22E", "danger": "#E01E5A"}  # as Slack draws them
 
 
 class Provider(models.TextChoices):
@@ -68,6 +71,24 @@ class SandboxCall(TenantScopedModel):
 
     def __str__(self) -> str:
         return f"{self.operation} ({self.created_at:%Y-%m-%d %H:%M})"
+
+    def summary(self) -> dict[str, Any]:
+        """What the outbox shows: where it would have gone, what it said, and its colour if any."""
+        request = self.request if isinstance(self.request, dict) else {}
+        if self.operation == "chat.postMessage":
+            colors = [a.get("color") for a in request.get("attachments") or [] if isinstance(a, dict)]
+            color = str(next(iter(colors), "") or "")
+            color = SLACK_COLORS.get(color, color if re.fullmatch(r"#[0-9A-Fa-f]{6}", color) else "")
+            return {"to": request.get("channel", ""), "text": request.get("text", ""), "color": color}
+        if self.operation.startswith("lists.memberships."):
+            verb = "add to" if self.operation.endswith(".add") else "remove from"
+            return {"to": f"{verb} list {request.get('list_id', '')}", "text": request.get("email", ""), "color": ""}
+        if self.operation == "crm.objects.tasks.create":
+            owner = f" (owner {request['owner_email']})" if request.get("owner_email") else ""
+            company = (request.get("company") or {}).get("domain", "")
+            return {"to": f"task for {company or 'no company'}{owner}", "color": "",
+                    "text": f"{request.get('subject', '')} — due {str(request.get('due', ''))[:10]}"}  # fmt: skip
+        return {"to": self.operation, "text": "", "color": ""}
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.pk, "connection": self.connection_id, "operation": self.operation,

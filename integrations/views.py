@@ -3,8 +3,10 @@ them back (one fixed URL per provider, as the apps register it; the tenant comes
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -17,6 +19,11 @@ from plgapp.views import tenant_page
 
 def _refused(message: str) -> HttpResponse:
     return HttpResponse(f"Could not connect: {message}", status=400, content_type="text/plain; charset=utf-8")
+
+
+def _connected(request: HttpRequest, tenant: Tenant, connection_name: str, provider: str) -> HttpResponseBase:
+    messages.success(request, f"Connected {provider.title()}: “{connection_name}”.")
+    return HttpResponseRedirect(reverse("integrations", kwargs={"tenant_slug": tenant.slug}))
 
 
 @require_GET
@@ -49,4 +56,4 @@ def oauth_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
         connection = install_complete(provider=provider, code=code, tenant=tenant, now=timezone.now())
     except (OAuthError, Tenant.DoesNotExist) as exc:
         return _refused(str(exc))
-    return HttpResponseRedirect(f"/t/{tenant.slug}/?connected={connection.pk}")
+    return _connected(request, tenant, connection.name, provider)

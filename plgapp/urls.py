@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from integrations import ui as integration_ui
 from integrations import views as integration_views
 from plgapp import health, views
 from plgapp.forms import EmailAuthenticationForm
@@ -15,6 +16,16 @@ handler500 = "plgapp.views.server_error"
 tenant_ui: list[URLPattern | URLResolver] = [
     path("", views.tenant_overview, name="tenant_overview"),
     path("settings/api-keys/", views.api_keys, name="api_keys"),
+    path("settings/integrations/", integration_ui.integrations_page, name="integrations"),
+    path(
+        "settings/integrations/<int:connection_id>/test/", integration_ui.connection_test_view, name="connection-test"
+    ),
+    path(
+        "settings/integrations/<int:connection_id>/delete/",
+        integration_ui.connection_delete_view,
+        name="connection-delete",
+    ),
+    path("outbox/", integration_ui.outbox_page, name="outbox"),
     path("settings/integrations/<str:provider>/connect/", integration_views.oauth_connect, name="oauth-connect"),
     path("settings/api-keys/<uuid:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
     path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="tenant-api")),

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from integrations.models import Connection
 from plgapp.keys import hash_key
 from plgapp.models import ApiKey, Tenant, TenantMember, User
 from plgapp.selectors import api_key_find_active
@@ -169,3 +170,8 @@ def test_demo_setup_is_idempotent_and_prints_a_working_login(tmp_path: Path) -> 
         assert key is not None
         assert key.kind == kind
     assert oct(credentials.stat().st_mode & 0o777) == "0o600"
+    sandboxes = Connection.objects.for_tenant(demo).order_by("provider")
+    assert [(c.provider, c.mode, c.status) for c in sandboxes] == [
+        ("hubspot", "sandbox", "ok"),
+        ("slack", "sandbox", "ok"),
+    ]

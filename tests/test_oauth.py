@@ -64,7 +64,7 @@ def test_slack_installs_with_rotation_and_one_of_many_callers_refreshes_the_toke
 
     assert back.status_code == 302, back.content
     connection = Connection.objects.for_tenant(tenant_a.tenant).get()
-    assert back["Location"] == f"/t/{tenant_a.slug}/?connected={connection.pk}"
+    assert back["Location"] == f"/t/{tenant_a.slug}/settings/integrations/"
     assert (connection.status, connection.account_name) == ("ok", "Slack: Acme Corp")
     first = credentials_of(connection)
     assert first["bot_token"].startswith("xoxe.xoxb-")

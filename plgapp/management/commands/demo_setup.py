@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django.utils import timezone
 
 from plgapp.keys import KeyKind
 from plgapp.models import Tenant
@@ -24,6 +25,18 @@ from plgapp.services import api_key_create, tenant_create, tenant_member_set_rol
 
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.local"
+
+
+def _sandbox_connections(tenant: Tenant) -> None:
+    """The demo's playbooks send through sandboxes: what they would have sent shows in the outbox."""
+    from integrations.models import Connection, ConnectionMode, Provider
+    from integrations.services import connection_create, connection_test
+
+    for provider, name in ((Provider.SLACK, "Sandbox Slack"), (Provider.HUBSPOT, "Sandbox HubSpot")):
+        if not Connection.objects.for_tenant(tenant).filter(provider=provider, mode=ConnectionMode.SANDBOX).exists():
+            made = connection_create(tenant=tenant, provider=provider, name=name, mode=ConnectionMode.SANDBOX,
+                                     credentials={}, settings={}, now=timezone.now())  # fmt: skip
+            connection_test(tenant=tenant, connection_id=made.pk, now=timezone.now())
 
 
 class Command(BaseCommand):
@@ -47,6 +60,7 @@ class Command(BaseCommand):
             admin.set_password(password)
             admin.save(update_fields=["password"])
         tenant_member_set_role(tenant=tenant, user=admin, role=Role.ADMIN)
+        _sandbox_connections(tenant)
         keys = {}
         for kind in (KeyKind.WRITE, KeyKind.SECRET):
             raw = saved.get(f"{kind.value}_key")
