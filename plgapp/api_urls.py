@@ -10,6 +10,7 @@ from integrations.api import ConnectionViewSet, SandboxCallViewSet
 from playbooks.api import ActionRunViewSet, PlaybookViewSet, TemplatePreviewView
 from plgapp.api import ApiKeyViewSet, TenantView
 from scoring.api import DiscoveryView, ModelVersionViewSet, ScoreViewSet, ScoringSettingsView
+from scoring.pql_api import PqlDispositionView, PqlListView
 from signals.api import EventViewSet, SignalViewSet
 
 router = SimpleRouter()
@@ -31,6 +32,8 @@ urlpatterns = [
     path("tenant/", TenantView.as_view(), name="tenant"),
     path("scoring/config/", ScoringSettingsView.as_view(), name="scoring-config"),
     path("scoring/discovery/", DiscoveryView.as_view(), name="scoring-discovery"),
+    path("pqls/", PqlListView.as_view(), name="pqls"),
+    path("pqls/<int:account_id>/disposition", PqlDispositionView.as_view(), name="pql-disposition"),
     path("playbooks/template-preview", TemplatePreviewView.as_view(), name="template-preview"),
     *router.urls,
 ]

@@ -8,6 +8,7 @@ from integrations import ui as integration_ui
 from integrations import views as integration_views
 from plgapp import health, views
 from plgapp.forms import EmailAuthenticationForm
+from scoring import views as scoring_views
 
 handler403 = "plgapp.views.forbidden"
 handler404 = "plgapp.views.not_found"
@@ -26,6 +27,8 @@ tenant_ui: list[URLPattern | URLResolver] = [
         name="connection-delete",
     ),
     path("outbox/", integration_ui.outbox_page, name="outbox"),
+    path("pqls/", scoring_views.pql_list_page, name="pqls"),
+    path("pqls/<int:account_id>/disposition/", scoring_views.pql_disposition_view, name="pql-disposition"),
     path("settings/integrations/<str:provider>/connect/", integration_views.oauth_connect, name="oauth-connect"),
     path("settings/api-keys/<uuid:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
     path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="tenant-api")),

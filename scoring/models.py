@@ -151,3 +151,29 @@ class ScoreHistory(TenantScopedModel):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.entity_type} {self.entity_id} @ {self.computed_at:%Y-%m-%d}: {self.value:.2f}"
+
+
+class LeadOutcome(models.TextChoices):
+    DONE = "done", "Done"  # worked: contacted, meeting booked …
+    DISQUALIFIED = "disqualified", "Disqualified"  # not a fit: student, competitor, duplicate …
+
+
+class LeadDisposition(TenantScopedModel):
+    """A sales rep's quick action on a PQA: the account leaves the PQL list until `hidden_until` (a cooldown),
+    then comes back if it still qualifies. The newest row per account is the one that counts."""
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=20, choices=LeadOutcome.choices)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    hidden_until = models.DateTimeField()
+    created_by = models.ForeignKey("plgapp.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[TenantManager[LeadDisposition]]
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "account", "hidden_until"], name="leaddisposition_account")]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.account_id} until {self.hidden_until:%Y-%m-%d}"

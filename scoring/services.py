@@ -30,6 +30,8 @@ from scoring.datasets import eligible, features, horizon_days, midnight, trainin
 from scoring.learn import NotEnoughLabels, Trained, grades, percentiles, train
 from scoring.models import (
     ENTITY_OF_KIND,
+    LeadDisposition,
+    LeadOutcome,
     ModelStatus,
     ModelVersion,
     Score,
@@ -760,3 +762,38 @@ def scores_refresh_all(*, tenant: Tenant, now: datetime) -> dict[str, int]:
     with _phase("load_history"):
         history = scoring_history(tenant=tenant, kinds=kinds, now=now)
     return {kind: scores_refresh(tenant=tenant, kind=kind, now=now, history=history) for kind in kinds}
+
+
+# --- sales reps' quick actions on the PQL list ------------------------------------------------------------------------
+
+LEAD_COOLDOWN_DAYS = {LeadOutcome.DONE: 14, LeadOutcome.DISQUALIFIED: 30}
+
+
+class DispositionInvalid(ValueError):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+def lead_disposition_set(
+    *, tenant: Tenant, account_id: int, outcome: str, reason: str, user: Any, now: datetime
+) -> LeadDisposition:
+    """Mark a PQA done or disqualified: off the list for the outcome's cooldown. Raises Account.DoesNotExist for an
+    account not of this tenant (the caller answers 404)."""
+    from accounts.models import Account
+
+    account = Account.objects.for_tenant(tenant).get(pk=account_id)
+    errors: dict[str, str] = {}
+    if outcome not in LeadOutcome.values:
+        errors["outcome"] = f"one of {', '.join(LeadOutcome.values)}"
+    reason = (reason or "").strip()
+    if outcome == LeadOutcome.DISQUALIFIED and not reason:
+        errors["reason"] = "say why it is disqualified (the team sees it)"
+    if len(reason) > 500:
+        errors["reason"] = "at most 500 characters"
+    if errors:
+        raise DispositionInvalid(errors)
+    return LeadDisposition.objects.for_tenant(tenant).create(
+        account=account, outcome=outcome, reason=reason, created_by=user if getattr(user, "pk", None) else None,
+        hidden_until=now + timedelta(days=LEAD_COOLDOWN_DAYS[LeadOutcome(outcome)]), created_at=now,
+    )  # fmt: skip

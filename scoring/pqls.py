@@ -1,0 +1,250 @@
+"""The PQA / PQL list (DESIGN §1, §7): trial accounts ranked by conversion score, each with its users ranked by
+champion and health score and their role in that account. One selector for the sales reps' page, the
+`/api/v1/pqls/` API and its CSV export.
+
+Paging is by keyset on (conversion score, account id), highest first, so page 100 costs what page 1 does and
+rows do not shift while a rep pages through. Accounts a rep marked done or disqualified stay off the list until
+their cooldown ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from accounts.models import Account, Membership
+from plgapp.models import Tenant
+from scoring.models import LeadDisposition, Score
+
+OWNER_PROPERTIES = ("owner_email", "owner")  # the account property that names its sales owner, first found
+USERS_PER_ACCOUNT = 10
+MAX_LIMIT = 500
+GRADE_LETTERS = {5: "A", 4: "B", 3: "C", 2: "D", 1: "E"}  # grade 5: the top fifth
+
+
+class PqlQueryInvalid(ValueError):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+@dataclass(frozen=True)
+class PqlFilters:
+    stages: tuple[str, ...] = ()  # empty: the tenant's trial stages
+    min_score: float | None = None
+    segment: str = ""
+    owner: str = ""
+    q: str = ""
+
+
+@dataclass
+class PqlUser:
+    id: int
+    external_id: str | None
+    email: str | None
+    role: str | None
+    membership: dict[str, Any]
+    health: dict[str, Any] | None
+    champion: dict[str, Any] | None
+
+
+@dataclass
+class PqlAccount:
+    rank_value: float
+    account: Account
+    conversion: dict[str, Any]
+    owner: str
+    users: list[PqlUser] = field(default_factory=list)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self.conversion.get("details") or {}
+
+    @property
+    def grade_letter(self) -> str:
+        return GRADE_LETTERS.get(int(self.conversion.get("grade") or 0), "")
+
+    @property
+    def top_percent(self) -> int:
+        """ "Top 7%": how few accounts score higher."""
+        return max(1, 100 - int(self.conversion.get("percentile") or 0))
+
+
+@dataclass
+class PqlPage:
+    rows: list[PqlAccount]
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+def cursor_encode(value: float, account_id: int, direction: str) -> str:
+    return base64.urlsafe_b64encode(f"{direction}:{value!r}:{account_id}".encode()).decode().rstrip("=")
+
+
+def cursor_decode(raw: str) -> tuple[str, float, int]:
+    try:
+        direction, value, account_id = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().split(":")
+        if direction not in ("n", "p"):
+            raise ValueError(direction)
+        return direction, float(value), int(account_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise PqlQueryInvalid({"cursor": "not a cursor this list handed out; start from the first page"}) from exc
+
+
+def _owner_sql() -> str:
+    return "coalesce(" + ", ".join(f"a.properties->>'{key}'" for key in OWNER_PROPERTIES) + ")"
+
+
+def _ranked_ids(
+    tenant: Tenant, filters: PqlFilters, stages: Sequence[str], now: datetime, *, limit: int,
+    after: tuple[float, int] | None = None, before: tuple[float, int] | None = None,
+) -> list[tuple[float, int]]:  # fmt: skip
+    """(score, account id) of one page, highest first, after (or before) a keyset position."""
+    where = ["a.tenant_id = %(tenant)s", "a.stage = ANY(%(stages)s)"]
+    params: dict[str, Any] = {"stages": list(stages), "now": now, "limit": limit}
+    if filters.min_score is not None:
+        where.append("s.value >= %(min_score)s")
+        params["min_score"] = filters.min_score
+    if filters.segment:
+        where.append("s.details->>'size_segment' = %(segment)s")
+        params["segment"] = filters.segment
+    if filters.owner:
+        where.append(f"lower({_owner_sql()}) = lower(%(owner)s)")
+        params["owner"] = filters.owner
+    if filters.q:
+        where.append("(a.name ILIKE %(q)s OR a.domain ILIKE %(q)s OR a.external_id ILIKE %(q)s)")
+        params["q"] = "%" + filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    order = "DESC"
+    if after is not None:
+        where.append("(s.value, a.id) < (%(value)s, %(id)s)")
+        params["value"], params["id"] = after
+    elif before is not None:
+        where.append("(s.value, a.id) > (%(value)s, %(id)s)")
+        params["value"], params["id"] = before
+        order = "ASC"
+    statement = f"""
+        SELECT s.value, a.id
+        FROM {Account._meta.db_table} a
+        JOIN {Score._meta.db_table} s
+          ON s.tenant_id = a.tenant_id AND s.kind = 'conversion' AND s.entity_type = 'account' AND s.entity_id = a.id
+        WHERE {" AND ".join(where)}
+          AND NOT EXISTS (
+            SELECT 1 FROM {LeadDisposition._meta.db_table} d
+            WHERE d.tenant_id = %(tenant)s AND d.account_id = a.id AND d.hidden_until > %(now)s)
+        ORDER BY s.value {order}, a.id {order}
+        LIMIT %(limit)s
+    """  # noqa: S608 - identifiers from model metadata, values bound
+    rows = [(float(value), int(pk)) for value, pk in Account.objects.sql(tenant, statement, params)]
+    return rows if order == "DESC" else rows[::-1]
+
+
+def trial_stages(tenant: Tenant) -> tuple[str, ...]:
+    from scoring.services import settings_get
+
+    return tuple(settings_get(tenant=tenant)["stages"]["trial"])
+
+
+def pql_page(*, tenant: Tenant, filters: PqlFilters, cursor: str | None, limit: int, now: datetime) -> PqlPage:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise PqlQueryInvalid({"limit": f"from 1 to {MAX_LIMIT}"})
+    if filters.min_score is not None and not 0 <= filters.min_score <= 1:
+        raise PqlQueryInvalid({"min_score": "a probability from 0 to 1"})
+    stages = filters.stages or trial_stages(tenant)
+    after = before = None
+    if cursor:
+        direction, value, account_id = cursor_decode(cursor)
+        after, before = ((value, account_id), None) if direction == "n" else (None, (value, account_id))
+    ranked = _ranked_ids(tenant, filters, stages, now, limit=limit + 1, after=after, before=before)
+    more = len(ranked) > limit
+    ranked = ranked[:limit] if before is None else ranked[-limit:]
+    has_next = more if before is None else True
+    has_previous = (cursor is not None) if before is None else more
+    rows = pql_rows(tenant, ranked)
+    return PqlPage(
+        rows=rows,
+        next_cursor=cursor_encode(*ranked[-1], "n") if ranked and has_next else None,
+        previous_cursor=cursor_encode(*ranked[0], "p") if ranked and has_previous else None,
+    )
+
+
+def pql_iter(*, tenant: Tenant, filters: PqlFilters, now: datetime, batch: int = 500) -> Iterator[PqlAccount]:
+    """Every account of the list, in order (the CSV export): keyset batches, so memory stays flat."""
+    stages = filters.stages or trial_stages(tenant)
+    after: tuple[float, int] | None = None
+    while True:
+        ranked = _ranked_ids(tenant, filters, stages, now, limit=batch, after=after)
+        yield from pql_rows(tenant, ranked)
+        if len(ranked) < batch:
+            return
+        after = ranked[-1]
+
+
+def pql_rows(tenant: Tenant, ranked: Sequence[tuple[float, int]]) -> list[PqlAccount]:
+    ids = [pk for _value, pk in ranked]
+    accounts = Account.objects.for_tenant(tenant).in_bulk(ids)
+    scores = Score.objects.for_tenant(tenant).filter(kind="conversion", entity_type="account", entity_id__in=ids)
+    conversions = {score.entity_id: score.as_dict() for score in scores}
+    users = account_users(tenant, ids)
+    rows = []
+    for value, pk in ranked:
+        account = accounts.get(pk)
+        if account is None:  # deleted between the two queries
+            continue
+        owner = next((str(account.properties[k]) for k in OWNER_PROPERTIES if account.properties.get(k)), "")
+        rows.append(PqlAccount(value, account, conversions.get(pk, {}), owner, users.get(pk, [])))
+    return rows
+
+
+def account_users(tenant: Tenant, account_ids: Sequence[int], *, per_account: int = USERS_PER_ACCOUNT,
+                  include_former: bool = False) -> dict[int, list[PqlUser]]:  # fmt: skip
+    """Each account's users ranked by champion score, then health: who to call, with their role there."""
+    current = Membership.objects.for_tenant(tenant).filter(account_id__in=list(account_ids))
+    if not include_former:
+        current = current.filter(left_at__isnull=True)
+    memberships = list(current.select_related("end_user"))
+    scores = Score.objects.for_tenant(tenant)
+    health = {
+        s.entity_id: s.as_dict()
+        for s in scores.filter(kind="health", entity_type="user", entity_id__in={m.end_user_id for m in memberships})
+    }
+    champion = {
+        s.entity_id: s.as_dict()
+        for s in scores.filter(kind="champion", entity_type="membership", entity_id__in=[m.pk for m in memberships])
+    }
+    found: dict[int, list[PqlUser]] = {}
+    for membership in memberships:
+        user = membership.end_user
+        role = membership.properties.get("role")
+        ranked_user = PqlUser(
+            id=user.pk, external_id=user.external_id, email=user.email,
+            role=str(role) if role is not None else None, membership=membership.properties,
+            health=health.get(user.pk), champion=champion.get(membership.pk),
+        )  # fmt: skip
+        found.setdefault(membership.account_id, []).append(ranked_user)
+
+    def rank(user: PqlUser) -> tuple[float, float, str]:
+        return (-(user.champion or {}).get("value", -1), -(user.health or {}).get("value", -1), user.email or "")
+
+    return {account_id: sorted(users, key=rank)[:per_account] for account_id, users in found.items()}
+
+
+CSV_COLUMNS = ("rank", "account_id", "external_id", "name", "domain", "stage", "conversion", "percentile", "grade",
+               "activation", "size_segment", "product_qualified", "owner", "reasons", "top_users")  # fmt: skip
+
+
+def csv_rows(rows: Iterator[PqlAccount]) -> Iterator[list[Any]]:
+    yield list(CSV_COLUMNS)
+    for rank, row in enumerate(rows, start=1):
+        details, account = row.details, row.account
+        users = "; ".join(f"{u.email or u.external_id} ({u.role or 'no role'})" for u in row.users[:3])
+        reasons = "; ".join(str(r.get("text", "")) for r in row.conversion.get("reasons", [])[:3])
+        yield [
+            rank, account.pk, account.external_id or "", account.name, account.domain or "", account.stage or "",
+            round(row.rank_value, 4), row.conversion.get("percentile", ""), row.conversion.get("grade", ""),
+            details.get("activation", ""), details.get("size_segment") or "", details.get("product_qualified", ""),
+            row.owner, reasons, users,
+        ]  # fmt: skip
