@@ -21,7 +21,10 @@ class PlaybooksConfig(AppConfig):
 
         for module in settings.PLAYBOOK_ACTION_MODULES:
             importlib.import_module(module)
+        from accounts import panels
+        from playbooks.panels import playbooks_panel
         from signals import processing
 
+        panels.register(playbooks_panel, order=60)
         # After rollups (10) and scores (100): conditions read both.
         processing.register(_changes_process, order=200)

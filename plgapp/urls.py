@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import views as account_views
 from integrations import ui as integration_ui
 from integrations import views as integration_views
 from plgapp import health, views
@@ -28,6 +29,8 @@ tenant_ui: list[URLPattern | URLResolver] = [
     ),
     path("outbox/", integration_ui.outbox_page, name="outbox"),
     path("pqls/", scoring_views.pql_list_page, name="pqls"),
+    path("accounts/<int:account_id>/", account_views.account_page, name="account-page"),
+    path("users/<int:user_id>/", account_views.user_page, name="user-page"),
     path("pqls/<int:account_id>/disposition/", scoring_views.pql_disposition_view, name="pql-disposition"),
     path("settings/integrations/<str:provider>/connect/", integration_views.oauth_connect, name="oauth-connect"),
     path("settings/api-keys/<uuid:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),

@@ -7,7 +7,8 @@ class ScoringConfig(AppConfig):
     def ready(self) -> None:
         from django.utils import timezone
 
-        from accounts import scores_hook
+        from accounts import panels, scores_hook
+        from scoring.panels import score_panel
         from scoring.selectors import score_value_expression, scores_by_entity
         from scoring.services import rescore_changed
         from signals import processing
@@ -17,5 +18,6 @@ class ScoringConfig(AppConfig):
             expression=score_value_expression,
             kinds={"account": ("conversion", "churn"), "user": ("health",), "membership": ("champion",)},
         )
+        panels.register(score_panel, order=10)
         # After the rollups (which features read): rescore what changed, within a minute of new events.
         processing.register(lambda tenant, entities: rescore_changed(tenant, entities, timezone.now()), order=100)

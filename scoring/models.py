@@ -18,6 +18,9 @@ class ScoreKind(models.TextChoices):
     CHAMPION = "champion", "Champion"
 
 
+GRADE_LETTERS = {5: "A", 4: "B", 3: "C", 2: "D", 1: "E"}  # grade 5: the top fifth
+
+
 class ScoredEntity(models.TextChoices):
     ACCOUNT = "account", "Account"
     USER = "user", "User"

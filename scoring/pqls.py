@@ -18,12 +18,11 @@ from typing import Any
 
 from accounts.models import Account, Membership
 from plgapp.models import Tenant
-from scoring.models import LeadDisposition, Score
+from scoring.models import GRADE_LETTERS, LeadDisposition, Score
 
 OWNER_PROPERTIES = ("owner_email", "owner")  # the account property that names its sales owner, first found
 USERS_PER_ACCOUNT = 10
 MAX_LIMIT = 500
-GRADE_LETTERS = {5: "A", 4: "B", 3: "C", 2: "D", 1: "E"}  # grade 5: the top fifth
 
 
 class PqlQueryInvalid(ValueError):
