@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
     if args.mode == "demo":
         manage("demo_setup", "--url", base_url, env=env)
+        manage("demo_data", *(["--accounts", "150", "--days", "45"] if args.check else []), env=env)
 
     honcho = [str(BIN_DIR / "honcho"), "start", "--procfile", str(PROJECT_ROOT / "Procfile"), "--port", str(args.port)]
     if not args.check:

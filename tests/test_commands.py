@@ -10,10 +10,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from accounts.models import Account
 from integrations.models import Connection
+from playbooks.models import Playbook
 from plgapp.keys import hash_key
 from plgapp.models import ApiKey, Tenant, TenantMember, User
 from plgapp.selectors import api_key_find_active
+from scoring.models import ModelVersion, Score
 from tests.conftest import TenantWorld
 
 
@@ -170,8 +173,29 @@ def test_demo_setup_is_idempotent_and_prints_a_working_login(tmp_path: Path) -> 
         assert key is not None
         assert key.kind == kind
     assert oct(credentials.stat().st_mode & 0o777) == "0o600"
-    sandboxes = Connection.objects.for_tenant(demo).order_by("provider")
-    assert [(c.provider, c.mode, c.status) for c in sandboxes] == [
-        ("hubspot", "sandbox", "ok"),
-        ("slack", "sandbox", "ok"),
-    ]
+    roles = dict(TenantMember.objects.for_tenant(demo).values_list("user__email", "role"))
+    assert roles == {"admin@demo.local": "admin", "marketer@demo.local": "marketer", "sales@demo.local": "sales"}
+    assert User.objects.get(email="sales@demo.local").check_password(saved["password"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_data_fills_scores_trains_and_activates_the_seed_playbook_on_sandboxes_once(tmp_path: Path) -> None:
+    run("demo_setup", "--credentials-file", str(tmp_path / "demo.json"))
+    demo = Tenant.objects.get(slug="demo")
+
+    first, _ = run("demo_data", "--accounts", "40", "--days", "30")
+    second, _ = run("demo_data", "--accounts", "40", "--days", "30")
+
+    accounts = Account.objects.for_tenant(demo)
+    assert accounts.count() == 40
+    assert all(account.properties.get("owner_email", "").endswith("@demo.local") for account in accounts)
+    trials = set(accounts.filter(stage="Trial").values_list("pk", flat=True))
+    assert trials
+    assert trials <= set(Score.objects.for_tenant(demo).filter(kind="conversion").values_list("entity_id", flat=True))
+    assert ModelVersion.objects.for_tenant(demo).count() == 3  # trained once, not again on the second run
+    sandboxes = [(c.provider, c.mode, c.status) for c in Connection.objects.for_tenant(demo).order_by("provider")]
+    assert sandboxes == [("hubspot", "sandbox", "ok"), ("slack", "sandbox", "ok")]
+    (playbook,) = Playbook.objects.for_tenant(demo)
+    assert (playbook.name, playbook.status) == ("Trial PQA", "active")
+    assert "generating" in first
+    assert "generating" not in second

@@ -15,7 +15,6 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
-from django.utils import timezone
 
 from plgapp.keys import KeyKind
 from plgapp.models import Tenant
@@ -25,18 +24,8 @@ from plgapp.services import api_key_create, tenant_create, tenant_member_set_rol
 
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.local"
-
-
-def _sandbox_connections(tenant: Tenant) -> None:
-    """The demo's playbooks send through sandboxes: what they would have sent shows in the outbox."""
-    from integrations.models import Connection, ConnectionMode, Provider
-    from integrations.services import connection_create, connection_test
-
-    for provider, name in ((Provider.SLACK, "Sandbox Slack"), (Provider.HUBSPOT, "Sandbox HubSpot")):
-        if not Connection.objects.for_tenant(tenant).filter(provider=provider, mode=ConnectionMode.SANDBOX).exists():
-            made = connection_create(tenant=tenant, provider=provider, name=name, mode=ConnectionMode.SANDBOX,
-                                     credentials={}, settings={}, now=timezone.now())  # fmt: skip
-            connection_test(tenant=tenant, connection_id=made.pk, now=timezone.now())
+# Same password for each, so a newcomer can try every role: marketers build playbooks, sales reps work the PQLs.
+DEMO_TEAM = {"marketer@demo.local": Role.MARKETER, "sales@demo.local": Role.SALES}
 
 
 class Command(BaseCommand):
@@ -60,7 +49,12 @@ class Command(BaseCommand):
             admin.set_password(password)
             admin.save(update_fields=["password"])
         tenant_member_set_role(tenant=tenant, user=admin, role=Role.ADMIN)
-        _sandbox_connections(tenant)
+        for email, role in DEMO_TEAM.items():
+            member, _created = user_get_or_create(email=email, password=password)
+            if not member.check_password(password):
+                member.set_password(password)
+                member.save(update_fields=["password"])
+            tenant_member_set_role(tenant=tenant, user=member, role=role)
         keys = {}
         for kind in (KeyKind.WRITE, KeyKind.SECRET):
             raw = saved.get(f"{kind.value}_key")
@@ -72,13 +66,14 @@ class Command(BaseCommand):
         path.write_text(json.dumps({"email": DEMO_EMAIL, "password": password, **keys}, indent=2))
         path.chmod(0o600)
         url = options["url"].rstrip("/")
+        team = ", ".join(f"{email} ({role.value})" for email, role in DEMO_TEAM.items())
         self.stdout.write(
             "\n".join(
                 [
                     "",
                     f"  Demo is at   {url}/  (tenant {tenant.name}: {url}/t/{tenant.slug}/)",
-                    f"  Sign in as   {DEMO_EMAIL}",
-                    f"  Password     {password}",
+                    f"  Sign in as   {DEMO_EMAIL} (admin), {team}",
+                    f"  Password     {password} (all three)",
                     f"  Write key    {keys['write_key']}",
                     f"  Secret key   {keys['secret_key']}",
                     f"  API docs     {url}/api/docs/",
