@@ -77,3 +77,27 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, width: int = 560, bar_height
         )
     parts.append(f"<title>{escape(title)}</title></svg>")
     return mark_safe("".join(parts))  # noqa: S308 - texts escaped, the rest are numbers
+
+
+def calibration_chart(points: Sequence[tuple[float, float]], *, size: int = 220, title: str = "") -> SafeString:
+    """Predicted (x) against observed (y) probability per bin, with the diagonal a calibrated model follows."""
+    if not points:
+        return mark_safe(f'<p class="muted">{escape(title or "Calibration")}: not trained yet.</p>')  # noqa: S308
+    pad = 28
+    plot = size - 2 * pad
+
+    def at(value: float) -> float:
+        return pad + max(0.0, min(value, 1.0)) * plot
+
+    parts = [f'<svg class="chart calibration" viewBox="0 0 {size} {size}" role="img" aria-label="{escape(title)}">',
+             f'<rect class="frame" x="{pad}" y="{pad}" width="{plot}" height="{plot}"/>',
+             f'<line class="diagonal" x1="{pad}" y1="{size - pad}" x2="{size - pad}" y2="{pad}"/>']  # fmt: skip
+    path = " ".join(f"{at(p):.1f},{size - at(o):.1f}" for p, o in points)
+    parts.append(f'<polyline class="line series-1" points="{path}"/>')
+    parts += [f'<circle class="dot series-1" cx="{at(p):.1f}" cy="{size - at(o):.1f}" r="3"/>' for p, o in points]
+    parts.append(f'<text class="axis" x="{size / 2}" y="{size - 6}" text-anchor="middle">predicted</text>')
+    parts.append(f'<text class="axis" x="10" y="{size / 2}" transform="rotate(-90 10 {size / 2})" '
+                 'text-anchor="middle">observed</text>')  # fmt: skip
+    worst = max(abs(p - o) for p, o in points)
+    parts.append(f"<title>{escape(title)}: at most {worst:.0%} off the diagonal</title></svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only

@@ -9,6 +9,7 @@ from integrations import ui as integration_ui
 from integrations import views as integration_views
 from plgapp import health, views
 from plgapp.forms import EmailAuthenticationForm
+from scoring import scoring_views as scoring_pages
 from scoring import views as scoring_views
 
 handler403 = "plgapp.views.forbidden"
@@ -29,6 +30,10 @@ tenant_ui: list[URLPattern | URLResolver] = [
     ),
     path("outbox/", integration_ui.outbox_page, name="outbox"),
     path("pqls/", scoring_views.pql_list_page, name="pqls"),
+    path("scoring/", scoring_pages.scoring_page, name="scoring"),
+    path("scoring/settings/", scoring_pages.scoring_settings_view, name="scoring-settings"),
+    path("scoring/retrain/", scoring_pages.retrain_view, name="scoring-retrain"),
+    path("scoring/discovery/", scoring_pages.discovery_view, name="scoring-discovery"),
     path("accounts/<int:account_id>/", account_views.account_page, name="account-page"),
     path("users/<int:user_id>/", account_views.user_page, name="user-page"),
     path("pqls/<int:account_id>/disposition/", scoring_views.pql_disposition_view, name="pql-disposition"),
