@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import views as account_views
 from integrations import ui as integration_ui
 from integrations import views as integration_views
+from playbooks import builder_views as playbook_pages
 from plgapp import health, views
 from plgapp.forms import EmailAuthenticationForm
 from scoring import scoring_views as scoring_pages
@@ -34,6 +35,18 @@ tenant_ui: list[URLPattern | URLResolver] = [
     path("scoring/settings/", scoring_pages.scoring_settings_view, name="scoring-settings"),
     path("scoring/retrain/", scoring_pages.retrain_view, name="scoring-retrain"),
     path("scoring/discovery/", scoring_pages.discovery_view, name="scoring-discovery"),
+    path("playbooks/", playbook_pages.playbooks_page, name="playbooks"),
+    path("playbooks/new/", playbook_pages.builder_new, name="playbook-new"),
+    path("playbooks/builder/", playbook_pages.builder_update, name="playbook-builder-update"),
+    path("playbooks/builder/text-preview/", playbook_pages.builder_text_preview, name="playbook-text-preview"),
+    path("playbooks/<int:playbook_id>/", playbook_pages.playbook_results_page, name="playbook-results"),
+    path("playbooks/<int:playbook_id>/edit/", playbook_pages.builder_edit, name="playbook-edit"),
+    path(
+        "playbooks/<int:playbook_id>/transition/", playbook_pages.playbook_transition_view, name="playbook-transition"
+    ),
+    path(
+        "playbooks/<int:playbook_id>/runs/<int:run_id>/retry/", playbook_pages.run_retry_view, name="playbook-run-retry"
+    ),
     path("accounts/<int:account_id>/", account_views.account_page, name="account-page"),
     path("users/<int:user_id>/", account_views.user_page, name="user-page"),
     path("pqls/<int:account_id>/disposition/", scoring_views.pql_disposition_view, name="pql-disposition"),
