@@ -118,3 +118,59 @@ def heartbeat_record(*, queue: str, hostname: str, now: datetime | None = None) 
     WorkerHeartbeat.objects.update_or_create(
         queue=queue, defaults={"hostname": hostname[:255], "seen_at": now or timezone.now()}
     )
+
+
+# --- members ----------------------------------------------------------------------------------------------------------
+
+
+class MemberChangeRefused(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Invitation:
+    member: TenantMember
+    set_password_path: str | None  # for a new login: a one-time link to choose a password (shown once)
+
+
+def _admins_left(tenant: Tenant, without: TenantMember) -> int:
+    return TenantMember.objects.for_tenant(tenant).filter(role=Role.ADMIN).exclude(pk=without.pk).count()
+
+
+def tenant_member_invite(*, tenant: Tenant, email: str, role: Role | str) -> Invitation:
+    """Add a login to the tenant with a role. A new login gets no password: the admin hands over a one-time link
+    where the person chooses one (nothing is emailed from a self-hosted install without mail settings)."""
+    from django.contrib.auth.tokens import default_token_generator
+    from django.urls import reverse
+    from django.utils.encoding import force_bytes
+    from django.utils.http import urlsafe_base64_encode
+
+    with transaction.atomic():
+        user, created = user_get_or_create(email=email, password=None)
+        if TenantMember.objects.for_tenant(tenant).filter(user=user).exists():
+            raise MemberChangeRefused(f"{user.email} is already a member; change their role instead")
+        member = tenant_member_set_role(tenant=tenant, user=user, role=role)
+    link = None
+    if created or not user.has_usable_password():
+        uid, token = urlsafe_base64_encode(force_bytes(user.pk)), default_token_generator.make_token(user)
+        link = reverse("password_reset_confirm", kwargs={"uidb64": uid, "token": token})
+    return Invitation(member=member, set_password_path=link)
+
+
+def tenant_member_change_role(*, tenant: Tenant, member_id: int, role: Role | str) -> TenantMember:
+    with transaction.atomic():
+        member = TenantMember.objects.for_tenant(tenant).select_for_update().get(pk=member_id)
+        if member.role == Role.ADMIN and Role(role) != Role.ADMIN and not _admins_left(tenant, member):
+            raise MemberChangeRefused("the tenant needs at least one admin: make someone else admin first")
+        member.role = Role(role)
+        member.save(update_fields=["role"])
+    return member
+
+
+def tenant_member_remove(*, tenant: Tenant, member_id: int) -> TenantMember:
+    with transaction.atomic():
+        member = TenantMember.objects.for_tenant(tenant).select_for_update().select_related("user").get(pk=member_id)
+        if member.role == Role.ADMIN and not _admins_left(tenant, member):
+            raise MemberChangeRefused("the tenant needs at least one admin: make someone else admin first")
+        member.delete()
+    return member

@@ -20,6 +20,8 @@ handler500 = "plgapp.views.server_error"
 tenant_ui: list[URLPattern | URLResolver] = [
     path("", views.tenant_overview, name="tenant_overview"),
     path("settings/api-keys/", views.api_keys, name="api_keys"),
+    path("settings/members/", views.members_page, name="members"),
+    path("settings/members/<int:member_id>/", views.member_change_view, name="member-change"),
     path("settings/integrations/", integration_ui.integrations_page, name="integrations"),
     path(
         "settings/integrations/<int:connection_id>/test/", integration_ui.connection_test_view, name="connection-test"
@@ -64,6 +66,11 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(success_url="/login/?password=set"),
+        name="password_reset_confirm",
+    ),
     path("", views.home, name="home"),
     path("t/<slug:tenant_slug>/", include(tenant_ui)),
     path("api/v1/", include(("plgapp.api_urls", "plgapp"), namespace="api")),

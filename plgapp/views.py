@@ -19,10 +19,18 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from plgapp.api_errors import SERVER_ERROR, error_body
 from plgapp.forms import ApiKeyCreateForm
-from plgapp.models import ApiKey
-from plgapp.roles import Capability
+from plgapp.models import ApiKey, TenantMember
+from plgapp.roles import Capability, Role
 from plgapp.selectors import api_keys_list, tenant_members_list, tenant_memberships_for_user, worker_heartbeats
-from plgapp.services import CreatedApiKey, api_key_create, api_key_revoke
+from plgapp.services import (
+    CreatedApiKey,
+    MemberChangeRefused,
+    api_key_create,
+    api_key_revoke,
+    tenant_member_change_role,
+    tenant_member_invite,
+    tenant_member_remove,
+)
 from plgapp.tenancy import TenantAccess, access_for_user
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -144,3 +152,53 @@ def server_error(request: HttpRequest) -> HttpResponse:
         return JsonResponse(SERVER_ERROR, status=500)
     # No request context: the failure may be the database that context processors would query.
     return HttpResponse(loader.get_template("500.html").render(), status=500)
+
+
+# --- Settings → members -------------------------------------------------------------------------------------------
+
+
+def _render_members(request: HttpRequest, access: TenantAccess, *, invitation: Any = None, error: str = "",
+                    status: int = 200) -> HttpResponse:  # fmt: skip
+    context = {
+        "members": tenant_members_list(tenant=access.tenant).select_related("user").order_by("user__email"),
+        "roles": Role.choices,
+        "invitation": invitation,
+        "invite_link": request.build_absolute_uri(invitation.set_password_path)
+        if invitation is not None and invitation.set_password_path
+        else None,
+        "error": error,
+    }
+    return render(request, "plgapp/members.html", context, status=status)
+
+
+@tenant_page(read=Capability.MANAGE_TENANT, write=Capability.MANAGE_TENANT)
+def members_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    if request.method == "GET":
+        return _render_members(request, access)
+    email, role = request.POST.get("email", "").strip(), request.POST.get("role", "")
+    if "@" not in email or role not in Role.values:
+        return _render_members(request, access, error="Give an email address and a role.", status=400)
+    try:
+        invitation = tenant_member_invite(tenant=access.tenant, email=email, role=role)
+    except MemberChangeRefused as exc:
+        return _render_members(request, access, error=str(exc), status=400)
+    # Rendered, not redirected: the one-time link is shown once and never travels through the session.
+    return _render_members(request, access, invitation=invitation, status=201)
+
+
+@require_POST
+@tenant_page(read=Capability.MANAGE_TENANT, write=Capability.MANAGE_TENANT)
+def member_change_view(request: HttpRequest, access: TenantAccess, member_id: int) -> HttpResponse:
+    try:
+        if request.POST.get("remove"):
+            member = tenant_member_remove(tenant=access.tenant, member_id=member_id)
+            messages.success(request, f"Removed {member.user.email} from {access.tenant.name}.")
+        else:
+            member = tenant_member_change_role(tenant=access.tenant, member_id=member_id,
+                                               role=request.POST.get("role", ""))  # fmt: skip
+            messages.success(request, f"{member.user.email} is now {member.get_role_display().lower()}.")
+    except TenantMember.DoesNotExist as exc:
+        raise Http404("No such member") from exc
+    except (MemberChangeRefused, ValueError) as exc:
+        messages.error(request, str(exc))
+    return redirect("members", tenant_slug=access.tenant.slug)
