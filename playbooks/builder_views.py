@@ -47,6 +47,8 @@ OP_LABELS = {
     "lte": "≤", "contains": "contains", "starts_with": "starts with", "exists": "is set", "not_exists": "is not set",
     "within_last_days": "within the last … days", "more_than_days_ago": "more than … days ago",
 }  # fmt: skip
+PARAM_LABELS = {"list_id": "HubSpot list", "due_in_days": "Due in (days)", "owner_email": "Owner email (template)",
+                "text": "Message (template)", "subject": "Subject (template)", "body": "Body (template)"}  # fmt: skip
 PHASE_TITLES = {"actions": "Main actions", "on_goal": "Goal reached", "on_timeout": "Goal not reached"}
 SCOPE_ENTITIES = {"account": ("account",), "user": ("user",), "users_where": ("user", "membership")}
 
@@ -137,8 +139,10 @@ def _param_inputs(action: dict[str, Any], path: str, kind: action_types.ActionTy
         if spec.get("type") in ("connection", "templates"):
             continue  # the tenant's one connection per provider is used; webhook data is edited via the API
         value = params.get(name, "")
+        label = PARAM_LABELS.get(name, name.replace("_", " ").capitalize())
         inputs.append({
-            "name": name, "spec": spec, "value": _text(value) if not isinstance(value, dict) else json.dumps(value),
+            "name": name, "label": label, "spec": spec,
+            "value": _text(value) if not isinstance(value, dict) else json.dumps(value),
             "input": f"v:{'optnum' if spec.get('type') == 'number' else 'optstr'}:{path}/params/{name}",
             "error": " ".join(m for key, m in errors.items() if key == f"{path}/params/{name}"),
             "choices": spec.get("choices", []) if spec.get("type") == "choice" else pickers.get(spec.get("type"), []),
@@ -370,6 +374,8 @@ def playbook_transition_view(request: HttpRequest, access: TenantAccess, playboo
 def builder_text_preview(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     """A message template rendered for the chosen account, as it would be sent (the live preview)."""
     template = request.POST.get(request.POST.get("template_field", ""), "")
+    if not template.strip():
+        return HttpResponse("")
     account = request.POST.get("preview_account", "")
     if not account.isdigit():
         return HttpResponse('<span class="muted">Choose an account to preview with.</span>')

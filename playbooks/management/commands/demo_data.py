@@ -75,6 +75,8 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=90)
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--users-scale", type=float, default=1.6, help="~5 users per account at 1.6")
+        parser.add_argument("--events-per-user-day", type=float, default=2.0,
+                            help="half the generator default: ~0.6 M events, about a minute")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=options["tenant"]).first()
@@ -95,7 +97,8 @@ class Command(BaseCommand):
     def _generate(self, tenant: Tenant, options: dict[str, Any]) -> None:
         self._step(f"generating {options['accounts']:,} accounts and {options['days']} days of product usage")
         call_command("generate_data", tenant=tenant.slug, accounts=options["accounts"], days=options["days"],
-                     seed=options["seed"], users_scale=options["users_scale"], stdout=self.stdout)  # fmt: skip
+                     seed=options["seed"], users_scale=options["users_scale"],
+                     events_per_user_day=options["events_per_user_day"], stdout=self.stdout)  # fmt: skip
         now = timezone.now()
         ids = Account.objects.for_tenant(tenant).order_by("pk").values_list("external_id", flat=True)
         calls = [
