@@ -56,21 +56,21 @@ def line_chart(series: Sequence[Series], *, width: int = 560, height: int = 160,
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped, the rest are numbers
 
 
-def bar_chart(bars: Sequence[tuple[str, float]], *, width: int = 560, bar_height: int = 18, percent: bool = False,
+def bar_chart(bars: Sequence[tuple[str, float]], *, width: int = 380, bar_height: int = 16, percent: bool = False,
               title: str = "") -> SafeString:  # fmt: skip
     """Horizontal bars, longest = full width (feature importance, score distribution, funnels)."""
     if not bars:
         return mark_safe(f'<p class="muted">{escape(title or "Nothing to show")}: no data yet.</p>')  # noqa: S308
-    label_w, gap = 180, 6
+    label_w, gap = 130, 5
     top = max(max(value for _label, value in bars), 1e-9)
     height = len(bars) * (bar_height + gap)
     parts = [f'<svg class="chart bars" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">']
     for row, (label, value) in enumerate(bars):
         y = row * (bar_height + gap)
-        length = max(value, 0) / top * (width - label_w - 60)
+        length = max(value, 0) / top * (width - label_w - 50)
         shown = f"{value:.0%}" if percent else f"{value:,.3g}"
         parts.append(f'<text class="axis" x="{label_w - 6}" y="{y + bar_height * 0.7:.1f}" text-anchor="end">'
-                     f"{escape(label[:32])}</text>")  # fmt: skip
+                     f"{escape(label[:22])}</text>")  # fmt: skip
         parts.append(f'<rect class="bar" x="{label_w}" y="{y}" width="{length:.1f}" height="{bar_height}" rx="2"/>')
         parts.append(
             f'<text class="value" x="{label_w + length + 4:.1f}" y="{y + bar_height * 0.7:.1f}">{shown}</text>'

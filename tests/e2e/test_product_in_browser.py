@@ -216,3 +216,38 @@ def test_invalid_conditions_and_unknown_template_names_are_shown_inline(
     b.fill("v:optstr:actions/0/params/text", "Hello {{ account.plann }}")
     expect(page.get_by_test_id("param-error")).to_contain_text("plann")
     shot(page, "playbook-builder-errors")
+
+
+def test_an_admin_reviews_scoring_integrations_members_and_the_pages_fit_a_tablet(
+    page: Page, live_server: Any, sandboxes: TenantWorld
+) -> None:
+    base, world = live_server.url, sandboxes
+    sign_in(page, base, world, Role.ADMIN)
+
+    page.goto(f"{base}/t/{world.slug}/scoring/")
+    expect(page.get_by_test_id("model-conversion")).to_be_visible()
+    page.get_by_role("button", name="Conversion", exact=True).click()
+    expect(page.locator("#discovery-table")).not_to_contain_text("Choose a model")
+    shot(page, "scoring")
+
+    page.get_by_role("link", name="Integrations").click()
+    card = page.get_by_test_id("connection").first
+    card.get_by_role("button", name="Test connection").click()
+    expect(card.get_by_test_id("status")).to_have_text("Working")
+    shot(page, "integrations")
+
+    page.get_by_role("link", name="Members").click()
+    page.get_by_label("Email").fill("new.rep@example.test")
+    page.get_by_role("button", name="Invite").click()
+    expect(page.get_by_test_id("invite-link")).to_contain_text("/reset/")
+
+    page.set_viewport_size({"width": 820, "height": 1180})  # a tablet held upright
+    page.goto(f"{base}/t/{world.slug}/pqls/")
+    expect(page.get_by_test_id("pql-row").first).to_be_visible()
+    wide = page.evaluate(
+        "() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth + 1)"
+        ".slice(0, 8).map(e => e.tagName + '.' + e.className)"
+    )  # what sticks out, if anything
+    fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert fits, f"no sideways scrolling: {wide}"
+    shot(page, "pql-list-tablet")
