@@ -8,6 +8,7 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from accounts.links import links_for
 from accounts.models import Account, EndUser, Membership, StageChange
 from accounts.panels import panels_for
 from accounts.scores_hook import scores_for
@@ -44,6 +45,7 @@ def account_page(request: HttpRequest, access: TenantAccess, account_id: int) ->
         raise Http404("No such account")
     context = {
         "account": account,
+        "links": links_for(access.tenant, [account]).get(account.pk, []),
         "properties": sorted(account.properties.items()),
         "stages": _stages(access, "account", account.pk),
         "memberships": _memberships(access, account_id=account.pk),

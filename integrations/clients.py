@@ -11,6 +11,7 @@ from typing import Any
 
 import hubspot
 import orjson
+import requests
 import urllib3
 from django.conf import settings
 from slack_sdk import WebClient
@@ -36,6 +37,17 @@ def hubspot_client(access_token: str) -> hubspot.Client:
 
 def timeout() -> float:
     return float(settings.INTEGRATION_TIMEOUT_SECONDS)
+
+
+def hubspot_account_details(access_token: str) -> dict[str, Any]:
+    """GET /account-info/v3/details (portal id, UI domain); the SDK has no client for it. {} when unavailable:
+    only links to records need it."""
+    url = settings.HUBSPOT_API_URL.rstrip("/") + "/account-info/v3/details"
+    try:
+        answer = requests.get(url, headers={"Authorization": f"Bearer {access_token}"}, timeout=timeout())
+        return dict(answer.json()) if answer.ok else {}
+    except (requests.RequestException, ValueError):
+        return {}
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ def credential_hints(connection: Connection) -> dict[str, str]:
 
 
 def _probe(connection: Connection) -> tuple[clients.Outcome, str]:
-    """One harmless call with the connection's credentials: (outcome, account name)."""
+    """One harmless call with the connection's credentials: (outcome, account name). HubSpot's portal id and UI
+    domain are kept in the connection's settings (links to records)."""
     from integrations.oauth import OAuthError, usable_credentials  # oauth builds on this module
 
     try:
@@ -120,6 +121,11 @@ def _probe(connection: Connection) -> tuple[clients.Outcome, str]:
             owners.get_page(limit=1, _request_timeout=clients.timeout())
         except Exception as exc:
             return clients.hubspot_error(exc), ""
+        details = clients.hubspot_account_details(credentials["access_token"])
+        if details.get("portalId"):
+            connection.settings = {**connection.settings, "portal_id": str(details["portalId"]),
+                                   "ui_domain": str(details.get("uiDomain") or "app.hubspot.com")}  # fmt: skip
+            return clients.Outcome("ok"), f"HubSpot portal {details['portalId']}"
         return clients.Outcome("ok"), ""
     outcome = clients.webhook_post(
         credentials["url"], credentials["secret"], {"type": "ping", "connection": connection.pk}
@@ -146,7 +152,7 @@ def connection_test(*, tenant: Tenant, connection_id: int, now: datetime) -> Con
         connection.status, connection.last_error = ConnectionStatus.BROKEN, outcome.message
     else:
         connection.last_error = outcome.message
-    connection.save(update_fields=["status", "last_error", "last_checked_at", "account_name"])
+    connection.save(update_fields=["status", "last_error", "last_checked_at", "account_name", "settings"])
     return connection
 
 

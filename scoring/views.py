@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts.links import links_for
 from accounts.models import Account
 from plgapp.roles import Capability
 from plgapp.tenancy import TenantAccess
@@ -47,6 +48,9 @@ def pql_list_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
         filters = filters_from(usable)
         page = pql_page(tenant=access.tenant, filters=filters, cursor=None, limit=DEFAULT_LIMIT, now=timezone.now())
     kept = {key: request.GET.get(key, "") for key in FILTER_KEYS if request.GET.get(key)}
+    external = links_for(access.tenant, [row.account for row in page.rows])
+    for row in page.rows:
+        row.links = external.get(row.account.pk, [])  # type: ignore[attr-defined]
     stages = trial_stages(access.tenant)
     context: dict[str, Any] = {
         "page": page,

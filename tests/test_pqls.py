@@ -237,3 +237,27 @@ def test_empty_states_say_what_to_do(tenant_a: TenantWorld, member_client: Calla
     bad = rep.get(f"/t/{tenant_a.slug}/pqls/", {"min_score": "9"})
     assert bad.status_code == 400
     assert "a probability from 0 to 1" in bad.content.decode()
+
+
+@pytest.mark.django_db
+def test_with_hubspot_connected_each_account_opens_in_the_portal_by_domain(
+    tenant_a: TenantWorld, member_client: Callable[..., Client], settings: Any
+) -> None:
+    from integrations.services import connection_create, connection_test
+    from tests.fakes.hubspot import FakeHubSpot
+
+    scored(tenant_a, "acme", 0.9)
+    rep = member_client(tenant_a.tenant, Role.SALES)
+    assert 'data-testid="external-link"' not in rep.get(f"/t/{tenant_a.slug}/pqls/").content.decode()
+    with FakeHubSpot() as hubspot:
+        settings.HUBSPOT_API_URL = hubspot.url
+        portal = hubspot.add_portal().portal_id
+        connection = connection_create(tenant=tenant_a.tenant, provider="hubspot", name="CRM", mode="live",
+                                       credentials={"access_token": hubspot.issue_token(portal)}, settings={},
+                                       now=timezone.now())  # fmt: skip
+        tested = connection_test(tenant=tenant_a.tenant, connection_id=connection.pk, now=timezone.now())
+
+    assert tested.settings["portal_id"] == str(portal)
+    assert tested.account_name == f"HubSpot portal {portal}"
+    html = rep.get(f"/t/{tenant_a.slug}/pqls/").content.decode()
+    assert f"https://app.hubspot.com/contacts/{portal}/companies/list/view/all/?query=acme.test" in html

@@ -352,6 +352,7 @@ class FakeHubSpot(FakeServer):
             "PUT", r"/crm/v3/lists/(?P<list_id>\d+)/memberships/(?P<change>add|remove)", self._crm(self._list_change)
         )
         self.route("GET", r"/crm/v3/owners/?", self._crm(self._owners))
+        self.route("GET", r"/account-info/v3/details", self._crm(self._account_details))
         self.route("GET", r"/crm/v3/owners/(?P<owner_id>\d+)", self._crm(self._owner))
 
     # ----------------------------------------------------------------- seeding and inspection
@@ -892,6 +893,11 @@ class FakeHubSpot(FakeServer):
         return Response(200, {"recordsIdsAdded": added, "recordIdsRemoved": removed, "recordIdsMissing": missing})
 
     # ----------------------------------------------------------------- owners
+
+    def _account_details(self, call: Call) -> Response:
+        return Response(200, {"portalId": int(call.portal.portal_id), "accountType": "STANDARD",
+                              "timeZone": "US/Eastern", "companyCurrency": "USD", "utcOffset": "-05:00",
+                              "uiDomain": "app.hubspot.com", "dataHostingLocation": "na1"})  # fmt: skip
 
     def _owners(self, call: Call) -> Response:
         self._require_scope(call, "owners", "read")
