@@ -10,8 +10,9 @@ from django.contrib import messages
 from django.db import transaction
 from django.db.models import Count, F, IntegerField
 from django.db.models.functions import Cast, Floor, Least
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -24,7 +25,7 @@ from scoring.discovery import discovery_report
 from scoring.models import ModelStatus, ModelVersion, Score
 from scoring.services import LEARNED_KINDS, model_version_start, settings_get, settings_set
 from scoring.tasks import model_train_task
-from signals.models import Signal
+from signals.models import Signal, SignalEntity, SignalKind
 
 VERSIONS_SHOWN = 6
 
@@ -90,6 +91,10 @@ def _render(request: HttpRequest, access: TenantAccess, *, form: dict[str, Any] 
         "form": form or _settings_context(access, settings),
         "errors": errors or {},
         "can_manage": access.can(Capability.MANAGE_TENANT),
+        "can_edit_signals": access.can(Capability.EDIT_PLAYBOOKS),
+        "signal_post": request.POST if request.method == "POST" and "kind" in request.POST else {},
+        "signal_kinds": SignalKind.choices,
+        "signal_entities": SignalEntity.choices,
     }
     return render(request, "scoring/scoring.html", context, status=status)
 
@@ -173,3 +178,53 @@ def discovery_view(request: HttpRequest, access: TenantAccess) -> HttpResponse:
         kind = "conversion"
     report = discovery_report(tenant=access.tenant, kind=kind, now=timezone.now())
     return render(request, "scoring/_discovery.html", {"report": report, "kind": kind})
+
+
+SIGNAL_INPUTS = ("key", "name", "entity_type", "kind", "event", "window_days", "property", "numerator", "denominator")
+
+
+def _signal_data(post: Any) -> dict[str, Any]:
+    """The signal form as the API's serializer takes it: empty fields left out, the weight as {kind: w}."""
+    data: dict[str, Any] = {name: post.get(name, "").strip() for name in SIGNAL_INPUTS if post.get(name, "").strip()}
+    if post.get("equals", "").strip():
+        data["equals"] = post["equals"].strip()
+    weight_kind, weight = post.get("weight_kind", ""), post.get("weight", "").strip()
+    if weight_kind and weight:
+        data["weights"] = {weight_kind: weight}
+    return data
+
+
+@require_POST
+@tenant_page(read=Capability.EDIT_PLAYBOOKS, write=Capability.EDIT_PLAYBOOKS)
+def signal_create_view(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    """Define a signal from the Scoring page; the same rules as POST /api/v1/signals/."""
+    from signals.serializers import SignalSerializer
+    from signals.services import SignalKeyTaken, signal_save
+
+    serializer = SignalSerializer(data=_signal_data(request.POST), context={"tenant": access.tenant})
+    errors: dict[str, str] = {}
+    if serializer.is_valid():
+        try:
+            signal = signal_save(tenant=access.tenant, signal=None, data=serializer.validated_data, now=timezone.now())
+        except SignalKeyTaken as exc:
+            errors = {"key": str(exc)}
+        else:
+            messages.success(request, f"Signal “{signal.name}” added: models learn it at the next training.")
+            return redirect(f"{reverse('scoring', args=[access.tenant.slug])}#signals")
+    else:
+        errors = {field: " ".join(str(m) for m in messages_) for field, messages_ in serializer.errors.items()}
+    response = _render(request, access, errors={f"signal.{k}": v for k, v in errors.items()}, status=400)
+    return response
+
+
+@require_POST
+@tenant_page(read=Capability.EDIT_PLAYBOOKS, write=Capability.EDIT_PLAYBOOKS)
+def signal_delete_view(request: HttpRequest, access: TenantAccess, signal_id: int) -> HttpResponseBase:
+    from signals.services import signal_delete
+
+    signal = Signal.objects.for_tenant(access.tenant).filter(pk=signal_id).first()
+    if signal is None:
+        raise Http404("No such signal")
+    signal_delete(tenant=access.tenant, signal=signal)
+    messages.success(request, f"Signal “{signal.name}” removed.")
+    return redirect(f"{reverse('scoring', args=[access.tenant.slug])}#signals")

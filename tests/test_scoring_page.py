@@ -113,3 +113,30 @@ def test_another_tenant_sees_none_of_its_models(
 
     assert "0.861" not in other.get(f"/t/{tenant_b.slug}/scoring/").content.decode()
     assert other.get(f"/t/{tenant_a.slug}/scoring/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_marketer_adds_and_removes_a_signal_with_the_apis_rules(
+    tenant_a: TenantWorld, member_client: Callable[..., Client]
+) -> None:
+    from signals.models import Signal
+
+    marketer = member_client(tenant_a.tenant, Role.MARKETER)
+    url = f"/t/{tenant_a.slug}/scoring/signals/"
+
+    bad = marketer.post(url, {"key": "widgets_7d", "name": "Widgets", "entity_type": "account", "kind": "event_count"})
+    assert bad.status_code == 400
+    assert "window" in bad.content.decode()
+    assert 'value="widgets_7d"' in bad.content.decode()  # what was typed is kept
+    good = marketer.post(url, {"key": "widgets_7d", "name": "Widgets in a week", "entity_type": "account",
+                               "kind": "event_count", "event": "widget_created", "window_days": "7",
+                               "weight_kind": "conversion", "weight": "0.4"})  # fmt: skip
+    assert good.status_code == 302
+    signal = Signal.objects.for_tenant(tenant_a.tenant).get(key="widgets_7d")
+    assert (signal.window_days, signal.weights) == (7, {"conversion": 0.4})
+    page = marketer.get(f"/t/{tenant_a.slug}/scoring/").content.decode()
+    assert "widget_created in 7 days" in page
+    assert member_client(tenant_a.tenant, Role.SALES).post(url, {"key": "x"}).status_code == 403
+
+    marketer.post(f"/t/{tenant_a.slug}/scoring/signals/{signal.pk}/delete/")
+    assert not Signal.objects.for_tenant(tenant_a.tenant).exists()
