@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +55,8 @@ def fetch_json(url: str) -> tuple[int, dict[str, object]]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def check(base_url: str, env: dict[str, str], processes: subprocess.Popen[bytes], *, timeout: float = 120) -> None:
+def check(base_url: str, env: dict[str, str], processes: subprocess.Popen[bytes], *, timeout: float = 120,
+          demo_key: str | None = None) -> None:  # fmt: skip
     started = time.monotonic()
     deadline = started + timeout
     status, body = 0, dict[str, object]()
@@ -91,9 +93,36 @@ def check(base_url: str, env: dict[str, str], processes: subprocess.Popen[bytes]
         fresh = {queue for queue, age in ages.items() if isinstance(age, int) and age <= elapsed}
         if fresh >= set(QUEUES):
             say(f"a worker consumed from every queue: {', '.join(QUEUES)}")
-            return
+            break
         time.sleep(0.5)
-    raise SystemExit(f"no worker consumed from every queue within {timeout:.0f}s (heartbeat ages: {ages})")
+    else:
+        raise SystemExit(f"no worker consumed from every queue within {timeout:.0f}s (heartbeat ages: {ages})")
+    if demo_key:
+        _check_outbox(base_url, demo_key, still_running, timeout)
+
+
+def _check_outbox(base_url: str, key: str, still_running: Callable[[], bool], timeout: float) -> None:
+    """The demo's playbook really ran: its sandbox connections recorded what they would have sent."""
+    count = 0
+    while still_running():
+        request = urllib.request.Request(  # noqa: S310 - our own loopback URL
+            f"{base_url}/api/v1/connections/sandbox-calls/?limit=500", headers={"Authorization": f"Bearer {key}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own loopback URL
+                count = len(json.loads(response.read()).get("results") or [])
+        except (OSError, ValueError):
+            count = 0
+        if count:
+            say(f"the Trial PQA playbook ran: the sandbox outbox holds {count} call{'s' if count != 1 else ''}")
+            return
+        time.sleep(1)
+    raise SystemExit(f"the demo's playbook sent nothing to the sandbox outbox within {timeout:.0f}s")
+
+
+def _demo_secret_key(env: dict[str, str]) -> str | None:
+    path = Path(env["PLG_LOCAL_DIR"]) / "demo.json"
+    return json.loads(path.read_text()).get("secret_key") if path.exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     process = subprocess.Popen(honcho, env=env, cwd=PROJECT_ROOT, start_new_session=args.check)  # noqa: S603
     try:
         if args.check:
-            check(base_url, env, process)
+            check(base_url, env, process, demo_key=_demo_secret_key(env) if args.mode == "demo" else None)
             say("demo check passed")
             return 0
         return process.wait()
