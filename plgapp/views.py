@@ -67,9 +67,12 @@ def home(request: HttpRequest) -> HttpResponse:
     memberships = tenant_memberships_for_user(user=request.user)
     if not memberships:
         return render(request, "plgapp/no_tenant.html", status=200)
-    slugs = [member.tenant.slug for member in memberships]
+    by_slug = {member.tenant.slug: member for member in memberships}
     last = request.session.get("tenant_slug")
-    return redirect("tenant_overview", tenant_slug=last if last in slugs else slugs[0])
+    member = by_slug.get(str(last)) or memberships[0]
+    # Each role starts where its work is: sales reps on their PQL list, marketers on their playbooks.
+    start = {Role.SALES: "pqls", Role.MARKETER: "playbooks"}.get(Role(member.role), "tenant_overview")
+    return redirect(start, tenant_slug=member.tenant.slug)
 
 
 @tenant_page()

@@ -79,6 +79,12 @@ def test_the_tenant_switcher_lists_every_tenant_of_the_user(tenant_a: TenantWorl
     assert home["Location"] == f"/t/{tenant_b.slug}/"  # the last tenant used
 
 
+@pytest.mark.parametrize(("role", "start"), [(Role.SALES, "pqls/"), (Role.MARKETER, "playbooks/"), (Role.VIEWER, "")])
+def test_each_role_starts_where_its_work_is(tenant_a: TenantWorld, member_client: MemberClient, role: Role,
+                                            start: str) -> None:  # fmt: skip
+    assert member_client(tenant_a.tenant, role).get("/")["Location"] == f"/t/{tenant_a.slug}/{start}"
+
+
 def test_a_user_without_tenants_is_told_how_to_get_one(db: None) -> None:
     client = Client()
     client.force_login(User.objects.create_user(email="lonely@example.test", password=PASSWORD))
