@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from accounts.links import links_for
 from accounts.models import Account, EndUser, Membership, StageChange
@@ -38,6 +39,7 @@ def _memberships(access: TenantAccess, **where: Any) -> list[Membership]:
     return rows
 
 
+@require_safe
 @tenant_page()
 def account_page(request: HttpRequest, access: TenantAccess, account_id: int) -> HttpResponse:
     account = Account.objects.for_tenant(access.tenant).filter(pk=account_id).first()
@@ -54,6 +56,7 @@ def account_page(request: HttpRequest, access: TenantAccess, account_id: int) ->
     return render(request, "accounts/account.html", context)
 
 
+@require_safe
 @tenant_page()
 def user_page(request: HttpRequest, access: TenantAccess, user_id: int) -> HttpResponse:
     user = EndUser.objects.for_tenant(access.tenant).filter(pk=user_id).first()

@@ -10,7 +10,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from integrations.forms import ConnectionForm
 from integrations.models import Connection, Provider, SandboxCall
@@ -91,6 +91,7 @@ def connection_delete_view(request: HttpRequest, access: TenantAccess, connectio
     return redirect("integrations", tenant_slug=access.tenant.slug)
 
 
+@require_safe
 @tenant_page()
 def outbox_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     """What sandbox connections would have sent, newest first, filterable by connection."""

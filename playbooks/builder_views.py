@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from integrations.models import Connection, ConnectionMode, ConnectionStatus
 from integrations.pickers import PickerError, hubspot_lists_of, slack_channels
@@ -265,6 +265,7 @@ def _playbook(access: TenantAccess, playbook_id: int) -> Playbook:
     return playbook
 
 
+@require_safe
 @tenant_page()
 def playbooks_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     playbooks = list(Playbook.objects.for_tenant(access.tenant).select_related("current_version").order_by("name"))
@@ -272,6 +273,7 @@ def playbooks_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     return render(request, "playbooks/list.html", {"rows": rows, "can_edit": access.can(Capability.EDIT_PLAYBOOKS)})
 
 
+@require_safe
 @tenant_page(read=Capability.EDIT_PLAYBOOKS, write=Capability.EDIT_PLAYBOOKS)
 def builder_new(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     obj = "user" if request.GET.get("object") == "user" else "account"
@@ -279,6 +281,7 @@ def builder_new(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     return render(request, "playbooks/builder.html", context)
 
 
+@require_safe
 @tenant_page(read=Capability.EDIT_PLAYBOOKS, write=Capability.EDIT_PLAYBOOKS)
 def builder_edit(request: HttpRequest, access: TenantAccess, playbook_id: int) -> HttpResponse:
     playbook = _playbook(access, playbook_id)
@@ -415,6 +418,7 @@ def _daily(access: TenantAccess, playbook: Playbook) -> list[Any]:
     ]
 
 
+@require_safe
 @tenant_page()
 def playbook_results_page(request: HttpRequest, access: TenantAccess, playbook_id: int) -> HttpResponse:
     from plgapp.charts import line_chart

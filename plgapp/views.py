@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from plgapp.api_errors import SERVER_ERROR, error_body
 from plgapp.forms import ApiKeyCreateForm
@@ -75,6 +75,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect(start, tenant_slug=member.tenant.slug)
 
 
+@require_safe
 @tenant_page()
 def tenant_overview(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     context: dict[str, Any] = {

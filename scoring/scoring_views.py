@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from plgapp.charts import bar_chart, calibration_chart
 from plgapp.roles import Capability
@@ -99,6 +99,7 @@ def _render(request: HttpRequest, access: TenantAccess, *, form: dict[str, Any] 
     return render(request, "scoring/scoring.html", context, status=status)
 
 
+@require_safe
 @tenant_page()
 def scoring_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     return _render(request, access)
@@ -170,6 +171,7 @@ def retrain_view(request: HttpRequest, access: TenantAccess) -> HttpResponseBase
     return redirect("scoring", tenant_slug=access.tenant.slug)
 
 
+@require_safe
 @tenant_page()
 def discovery_view(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     """Signal discovery for one model (loaded on demand: it builds the training set)."""

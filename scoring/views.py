@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from accounts.links import links_for
 from accounts.models import Account
@@ -33,6 +33,7 @@ def _owners(access: TenantAccess, stages: tuple[str, ...]) -> list[str]:
     return sorted(found)[:200]
 
 
+@require_safe
 @tenant_page()
 def pql_list_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     errors: dict[str, str] = {}
