@@ -10,6 +10,7 @@ from integrations import views as integration_views
 from playbooks import builder_views as playbook_pages
 from plgapp import health, views
 from plgapp.forms import EmailAuthenticationForm
+from plgapp.login_limits import ThrottledLoginView
 from scoring import scoring_views as scoring_pages
 from scoring import views as scoring_views
 
@@ -64,7 +65,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path(
         "login/",
-        auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True),
+        ThrottledLoginView.as_view(authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -33,6 +33,13 @@ def test_settings(settings: Any) -> None:
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     settings.WHITENOISE_USE_FINDERS = True
+    # Sign-in throttling counts failures in Redis for 15 minutes: every test starts with a clean slate.
+    from plgapp.redis_client import redis_for
+
+    client = redis_for(settings.REDIS_URL)
+    stale = list(client.scan_iter("plg:login:*"))
+    if stale:
+        client.delete(*stale)
 
 
 @dataclass

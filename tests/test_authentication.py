@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.test import Client
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -128,3 +130,43 @@ def test_using_a_key_records_when_it_was_last_used_at_most_once_a_minute(
     assert first is not None
     assert key.last_used_at == first
     assert timedelta(seconds=60) == services.LAST_USED_RESOLUTION
+
+
+@pytest.mark.django_db
+def test_repeated_failed_sign_ins_lock_the_email_for_a_while_even_with_the_right_password(
+    tenant_a: TenantWorld, settings: Any
+) -> None:
+    from tests.factories import PASSWORD
+
+    settings.LOGIN_FAILURES_PER_EMAIL = 3
+    browser = Client()
+    for _ in range(3):
+        assert browser.post("/login/", {"username": "admin@tenant-a.test", "password": "wrong"}).status_code == 200
+
+    locked = browser.post("/login/", {"username": "ADMIN@tenant-a.test", "password": PASSWORD})
+
+    assert locked.status_code == 429
+    assert 0 < int(locked["Retry-After"]) <= settings.LOGIN_LOCK_SECONDS
+    assert "Too many failed sign-ins" in locked.content.decode()
+    assert "_auth_user_id" not in browser.session
+    other = Client().post("/login/", {"username": "someone-else@tenant-a.test", "password": "wrong"})
+    assert other.status_code == 200  # another email from the same address is not locked by this one
+
+
+@pytest.mark.django_db
+def test_a_successful_sign_in_clears_the_failures_and_one_address_cannot_try_endless_emails(
+    tenant_a: TenantWorld, settings: Any
+) -> None:
+    from tests.factories import PASSWORD
+
+    settings.LOGIN_FAILURES_PER_EMAIL, settings.LOGIN_FAILURES_PER_ADDRESS = 2, 4
+    browser = Client()
+    browser.post("/login/", {"username": "admin@tenant-a.test", "password": "wrong"})
+    assert browser.post("/login/", {"username": "admin@tenant-a.test", "password": PASSWORD}).status_code == 302
+    browser.logout()
+    assert browser.post("/login/", {"username": "admin@tenant-a.test", "password": "wrong"}).status_code == 200
+
+    for n in range(3):  # other emails from the same address: the address's budget runs out
+        Client().post("/login/", {"username": f"guess{n}@tenant-a.test", "password": "wrong"})
+
+    assert Client().post("/login/", {"username": "new@tenant-a.test", "password": "x"}).status_code == 429
