@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -58,10 +58,14 @@ def concrete(route: str, values: dict[str, str]) -> str:
             raise AssertionError(f"the isolation sweep does not know the route parameter {name!r} in {route!r}")
         return values[name]
 
-    path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: value(m.group(1)), route)
-    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: value(m.group(1)), path)
-    path = path.replace("^", "").replace("$", "").replace("/?", "/")
-    return "/" + path
+    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: value(m.group(1)), route)  # regex groups first
+    path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: value(m.group(1)), path)
+    path = "/" + path.replace("^", "").replace("$", "").replace("/?", "/")
+    try:
+        resolve(path)
+    except Resolver404 as exc:  # a URL that resolves nowhere would pass the sweep by answering 404
+        raise AssertionError(f"the sweep built {path!r} for {route!r}, which resolves to no route") from exc
+    return path
 
 
 PK_BY_PREFIX = {"api-keys": "api_key", "accounts": "account", "users": "user", "events": "event",
@@ -204,3 +208,28 @@ def test_no_route_shows_or_changes_another_tenants_data(
     assert swept > 300, f"only {swept} calls: did the URLconf change shape?"
     assert not failures, "\n".join(failures)
     assert snapshot(tenant_a) == before, "tenant A's data changed"
+
+
+@pytest.mark.django_db
+def test_every_ui_form_refuses_a_post_without_a_csrf_token(tenant_a: TenantWorld, world_a: dict[str, Any]) -> None:
+    """A signed-in admin's browser tricked into posting from another site: every UI route that takes a POST
+    answers 403 without the CSRF token, and nothing changes. (The API under /t/<slug>/api/v1/ uses DRF's
+    session authentication, which enforces CSRF too; key-authenticated API calls carry no cookies.)"""
+    before = snapshot(tenant_a)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(tenant_a.admin)
+    refused, accepted = 0, []
+    for route, name in routes():
+        if name in PUBLIC - {"login", "logout", "password_reset_confirm"} or route.startswith(("api/", "admin")):
+            continue
+        if "uidb64" in route:
+            continue  # the set-password link is covered by Django's own tests (token + CSRF)
+        url = concrete(route, values_for(route, world_a, tenant_a.slug, missing=False))
+        status = browser.post(url, {"name": "x", "outcome": "done", "action": "pause"}).status_code
+        if status == 403:
+            refused += 1
+        elif status != 405:  # a GET-only page: nothing to forge
+            accepted.append(f"POST {url} ({name}) answered {status} without a CSRF token")
+    assert not accepted, "\n".join(accepted)
+    assert refused > 20
+    assert snapshot(tenant_a) == before
