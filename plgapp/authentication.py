@@ -105,8 +105,15 @@ class WriteKeyAuthentication(BaseAuthentication):
 
     def _raw_key(self, request: Request) -> str | None:
         header_key = request.META.get("HTTP_X_API_KEY")
+        authorization = self._authorization_key(request)
+        if header_key is not None and authorization is not None and authorization != str(header_key).strip():
+            # Which one was meant? Guessing could write one tenant's data into another's.
+            raise AuthenticationFailed("Two different API keys were sent (x-api-key and Authorization); send one.")
         if header_key is not None:
             return str(header_key).strip()
+        return authorization
+
+    def _authorization_key(self, request: Request) -> str | None:
         parts = _header_parts(request)
         if not parts:
             return None

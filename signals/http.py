@@ -59,10 +59,28 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise BodyError(400, "The body is empty; send a JSON object.")
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno} (char {exc.pos})"
         raise BodyError(400, f"Malformed JSON: {exc.msg} at {where}.") from None
+    if _deeper_than(parsed, MAX_JSON_DEPTH):
+        raise BodyError(400, f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels; send flatter properties.")
+    return parsed
+
+
+MAX_JSON_DEPTH = 32  # calls are a few levels deep; deeper is a mistake or an attack (and beyond what we can store)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: no recursion for an attacker to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def json_response(body: Any, *, status: int, headers: dict[str, str] | None = None) -> HttpResponse:

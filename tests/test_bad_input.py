@@ -1,0 +1,129 @@
+"""Bad input at the ingestion edge (issue 8) — the cases the journy.io and Segment suites do not already cover:
+NaN / Infinity literals, lone surrogates, deep nesting, a 1.1 MB body, a chunked body without Content-Length (over
+a real socket), two keys of different tenants on one request, and another tenant's ids inside a body. Each is a
+clear 4xx, quickly, and nothing is stored."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+from accounts.models import Account, EndUser
+from signals.models import Event
+from tests.conftest import TenantWorld
+
+TRACK = {"identification": {"user": {"userId": "u1"}}, "name": "clicked"}
+
+
+def stored(world: TenantWorld) -> tuple[int, int, int]:
+    tenant = world.tenant
+    return (Event.objects.for_tenant(tenant).count(), EndUser.objects.for_tenant(tenant).count(),
+            Account.objects.for_tenant(tenant).count())  # fmt: skip
+
+
+def post(world: TenantWorld, path: str, raw: bytes | str, **headers: Any) -> Any:
+    client = Client(HTTP_X_API_KEY=world.write_key)
+    began = time.monotonic()
+    response = client.post(path, raw, content_type="application/json", **headers)
+    assert time.monotonic() - began < 2, "bad input is refused quickly"
+    return response
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("raw", "hint"),
+    [
+        ('{"identification": {"user": {"userId": "u1"}}, "name": "x", "metadata": {"n": NaN}}', "NaN"),
+        ('{"identification": {"user": {"userId": "u1"}}, "name": "x", "metadata": {"n": Infinity}}', "Infinity"),
+        ('{"identification": {"user": {"userId": "u1"}}, "name": "x", "metadata": {"n": -Infinity}}', "Infinity"),
+        ('{"identification": {"user": {"userId": "u1"}}, "name": "\\ud800x"}', "surrogate"),
+        ('{"identification": {"user": {"userId": "u1"}}, "name": "x", "metadata": {"s": "a\\udfffb"}}', "surrogate"),
+        (
+            '{"identification": {"user": {"userId": "u1"}}, "name": "x", "metadata": ' + "[" * 300 + "]" * 300 + "}",
+            "nest",
+        ),
+    ],
+    ids=["nan", "infinity", "minus-infinity", "lone-high-surrogate", "lone-low-surrogate", "deep-nesting"],
+)
+def test_json_that_is_not_portable_is_refused_with_a_400_that_says_why(
+    tenant_a: TenantWorld, raw: str, hint: str
+) -> None:
+    response = post(tenant_a, "/api/journy/track", raw)
+
+    assert response.status_code == 400, response.content
+    message = json.dumps(response.json()).lower()
+    assert hint.lower() in message or "line 1, column" in message, message  # what, or exactly where
+    assert stored(tenant_a) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_body_over_one_megabyte_is_413_and_nothing_of_it_is_stored(tenant_a: TenantWorld) -> None:
+    calls = [{"type": "track", **TRACK, "metadata": {"pad": "x" * 1_100}} for _ in range(1_000)]  # ~1.2 MB
+
+    response = post(tenant_a, "/api/journy/batch", json.dumps({"calls": calls}))
+
+    assert response.status_code == 413
+    assert stored(tenant_a) == (0, 0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_without_content_length_is_read_or_refused_cleanly_over_a_real_socket(
+    tenant_a: TenantWorld, live_server: Any
+) -> None:
+    """Transfer-Encoding: chunked, no Content-Length: a WSGI server must not hang or half-read it."""
+    host = urlsplit(live_server.url)
+    connection = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+    body = json.dumps(TRACK).encode()
+    connection.putrequest("POST", "/api/journy/track")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.putheader("X-Api-Key", tenant_a.write_key)
+    connection.endheaders()
+    connection.send(f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    began = time.monotonic()
+    response = connection.getresponse()
+    answer = json.loads(response.read() or b"{}")
+
+    assert time.monotonic() - began < 5
+    assert response.status in (201, 400, 411), answer  # stored whole, or refused saying why — never half
+    if response.status == 201:
+        assert stored(tenant_a)[0] == 1
+    else:
+        assert stored(tenant_a) == (0, 0, 0)
+        assert answer.get("message")
+
+
+@pytest.mark.django_db
+def test_two_keys_of_different_tenants_on_one_request_are_refused(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    basic = base64.b64encode(f"{tenant_b.write_key}:".encode()).decode()
+
+    response = post(tenant_a, "/api/journy/track", json.dumps(TRACK), HTTP_AUTHORIZATION=f"Basic {basic}")
+
+    assert response.status_code == 401, response.content
+    assert stored(tenant_a) == (0, 0, 0)
+    assert stored(tenant_b) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_another_tenants_ids_inside_a_body_name_nothing_of_theirs(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    from rest_framework.test import APIClient
+
+    account = Account.objects.for_tenant(tenant_a.tenant).create(external_id="alpha", name="Alpha")
+    as_b = APIClient()
+    as_b.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant_b.secret_key}")
+
+    preview = as_b.post("/api/v1/playbooks/template-preview", {"template": "{{ account.name }}",
+                                                              "account": account.pk}, format="json")  # fmt: skip
+    disposition = as_b.post(f"/api/v1/pqls/{account.pk}/disposition", {"outcome": "done"}, format="json")
+
+    assert preview.status_code == 404
+    assert "Alpha" not in preview.content.decode()
+    assert disposition.status_code == 404
+    assert Account.objects.for_tenant(tenant_a.tenant).get().name == "Alpha"
