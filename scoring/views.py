@@ -64,8 +64,11 @@ def pql_list_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
         "stages": stages,
         "can_work": access.can(Capability.WORK_LEADS),
     }
-    template = "scoring/_pql_table.html" if getattr(request, "htmx", False) else "scoring/pqls.html"
-    return render(request, template, context, status=400 if errors else 200)
+    if not getattr(request, "htmx", False):
+        return render(request, "scoring/pqls.html", context, status=400 if errors else 200)
+    response = render(request, "scoring/_pql_table.html", context, status=400 if errors else 200)
+    response["HX-Push-Url"] = request.path + (f"?{context['query']}" if context["query"] else "")  # no empty filters
+    return response
 
 
 @require_POST
