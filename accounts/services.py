@@ -176,7 +176,7 @@ def entity_properties_apply(
     if model is Account:
         fields.append("name")
     changed_rows: list[Any] = [rows[pk] for pk in sorted(touched)]
-    model.objects.for_tenant(tenant).bulk_update(changed_rows, fields)
+    model.objects.set_by_pk(tenant, fields, changed_rows)
     PropertyChange.objects.for_tenant(tenant).bulk_create(changes)
     StageChange.objects.for_tenant(tenant).bulk_create(stage_changes)
     for pk, stage, at in late_stages:
@@ -259,8 +259,8 @@ def memberships_apply(*, tenant: Tenant, writes: Sequence[MembershipWrite]) -> N
             )
             for key, value in write.properties.items()
         )
-    memberships.bulk_update(
-        list(existing.values()), ["properties", "property_times", "joined_at", "left_at", "state_changed_at"]
+    Membership.objects.set_by_pk(
+        tenant, ["properties", "property_times", "joined_at", "left_at", "state_changed_at"], list(existing.values())
     )
     PropertyChange.objects.for_tenant(tenant).bulk_create(changes)
 

@@ -189,6 +189,34 @@ class TenantManager[M: models.Model](models.Manager[M]):
             cursor.execute(statement, {**params, "tenant": _tenant_id(tenant)})
             return cursor.fetchall() if cursor.description else []
 
+    def set_by_pk(self, tenant: Tenant | int, fields: Sequence[str], rows: Sequence[Any], *, batch: int = 500) -> None:
+        """Write `fields` of these model instances, one `UPDATE … FROM (VALUES …)` per batch — what
+        `bulk_update` does with a CASE per row and field, which costs seconds of expression building and a
+        slow plan at ingestion's batch sizes."""
+        if not rows:
+            return
+        meta = self.model._meta
+        columns = [meta.get_field(name) for name in fields]
+        casts = [column.db_type(connection) for column in columns]
+        assignments = ", ".join(f'"{column.column}" = v."{column.column}"' for column in columns)  # type: ignore[union-attr]
+        names = ", ".join(f'"{column.column}"' for column in columns)  # type: ignore[union-attr]
+        for start in range(0, len(rows), batch):
+            params: dict[str, Any] = {}
+            values = []
+            for n, row in enumerate(rows[start : start + batch]):
+                params[f"k{n}"] = row.pk
+                holders = [f"%(k{n})s::bigint"]
+                for m, (column, cast) in enumerate(zip(columns, casts, strict=True)):
+                    params[f"v{n}_{m}"] = column.get_db_prep_save(getattr(row, column.attname), connection)  # type: ignore[union-attr]
+                    holders.append(f"%(v{n}_{m})s::{cast}")
+                values.append(f"({', '.join(holders)})")
+            self.sql(
+                tenant,
+                f"UPDATE {meta.db_table} AS t SET {assignments} FROM (VALUES {', '.join(values)}) AS v(id, {names}) "  # noqa: S608
+                "WHERE t.tenant_id = %(tenant)s AND t.id = v.id",
+                params,
+            )
+
     def copy(self, tenant: Tenant | int, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """COPY rows into this model's table for one tenant: the door puts the tenant id first in every row."""
         prefix = f"{_tenant_id(tenant)}\t"

@@ -177,6 +177,32 @@ def test_the_plain_sql_door_binds_the_tenant_itself(tenant_a: TenantWorld, tenan
         )
 
 
+def test_the_bulk_set_door_writes_only_the_named_tenants_rows(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    from datetime import UTC, datetime
+
+    from accounts.models import Account
+
+    mine = Account.objects.for_tenant(tenant_a.tenant).create(external_id="m", name="Mine")
+    theirs = Account.objects.for_tenant(tenant_b.tenant).create(external_id="t", name="Theirs")
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for row in (mine, theirs):
+        row.name, row.properties, row.stage, row.stage_changed_at = (
+            "Renamed",
+            {"plan": "pro", "n": [1, {"x": None}]},
+            None,
+            at,
+        )
+
+    Account.objects.set_by_pk(tenant_a.tenant, ["name", "properties", "stage", "stage_changed_at"], [mine, theirs])
+
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.name, mine.properties, mine.stage, mine.stage_changed_at) == (
+        "Renamed", {"plan": "pro", "n": [1, {"x": None}]}, None, at
+    )  # fmt: skip
+    assert (theirs.name, theirs.properties) == ("Theirs", {})  # named by pk, but another tenant's: untouched
+
+
 def test_the_copy_door_writes_every_row_to_the_named_tenant(tenant_a: TenantWorld) -> None:
     EndUser.objects.copy(
         tenant_a.tenant,
