@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Callable
 
 import structlog
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,100}")
 
@@ -24,4 +24,36 @@ class RequestIdMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         response = self.get_response(request)
         response["X-Request-ID"] = request_id
+        return response
+
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+class DatabaseUnavailableMiddleware:
+    """PostgreSQL unreachable (restarting, failing over): answer 503 with Retry-After, never a 500 — JSON in the
+    API's error shape under /api/, a page elsewhere. Nothing was written: requests are atomic."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from django.db import InterfaceError, OperationalError
+
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        structlog.get_logger(__name__).warning("database unavailable", error=str(exception).splitlines()[0][:200])
+        message = "The database is unavailable; nothing was changed. Retry in a few seconds."
+        response: HttpResponse
+        if request.path.startswith("/api/") or "/api/v1/" in request.path:
+            response = JsonResponse({"error": {"code": "unavailable", "message": message}}, status=503)
+        else:
+            response = HttpResponse(
+                f"<!doctype html><title>Unavailable</title><h1>Back in a moment</h1><p>{message}</p>",
+                status=503, content_type="text/html; charset=utf-8",
+            )  # fmt: skip
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response

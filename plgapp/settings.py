@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "plgapp.middleware.DatabaseUnavailableMiddleware",  # last: its process_exception sees the view's error first
 ]
 
 ROOT_URLCONF = "plgapp.urls"
