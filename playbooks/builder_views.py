@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -178,15 +179,33 @@ def _pickers(access: TenantAccess) -> dict[str, Any]:
     found: dict[str, Any] = {"slack_channel": [], "hubspot_list": []}
     connections = Connection.objects.for_tenant(access.tenant).exclude(status=ConnectionStatus.BROKEN)
     for connection in connections.order_by("mode", "pk"):  # live before sandbox
-        try:
-            if connection.provider == "slack" and not found["slack_channel"]:
-                found["slack_channel"] = [f"#{ch['name']}" for ch in slack_channels(connection)]
-            if connection.provider == "hubspot" and not found["hubspot_list"]:
-                found["hubspot_list"] = [(str(li["id"]), li["name"]) for li in hubspot_lists_of(connection)]
-        except PickerError:
+        kind = {"slack": "slack_channel", "hubspot": "hubspot_list"}.get(connection.provider)
+        if kind is None or found[kind]:
             continue
+        # Every builder round trip draws the pickers: ask the provider once a minute, not on every change.
+        key = f"builder:pickers:{connection.tenant_id}:{connection.pk}:{connection.created_at.timestamp()}"
+        choices = cache.get(key)
+        if choices is None:
+            try:
+                choices = (
+                    [f"#{ch['name']}" for ch in slack_channels(connection)]
+                    if kind == "slack_channel"
+                    else [(str(li["id"]), li["name"]) for li in hubspot_lists_of(connection)]
+                )
+            except PickerError:
+                continue
+            cache.set(key, choices, PICKER_CACHE_SECONDS)
+        found[kind] = choices
     found["sandbox"] = connections.filter(mode=ConnectionMode.SANDBOX).exists()
     return found
+
+
+PICKER_CACHE_SECONDS = 60
+
+
+def _general(errors: dict[str, str]) -> dict[str, str]:
+    """Errors not about one input of the form (shown at the top)."""
+    return {key: message for key, message in errors.items() if "/" not in key and key not in ("entry", "goal")}
 
 
 def _flat_errors(exc: PlaybookInvalid) -> dict[str, str]:
@@ -195,7 +214,7 @@ def _flat_errors(exc: PlaybookInvalid) -> dict[str, str]:
 
 
 def _context(request: HttpRequest, access: TenantAccess, definition: dict[str, Any], *, playbook: Playbook | None,
-             name: str, validate: bool) -> dict[str, Any]:  # fmt: skip
+             name: str, validate: bool, full_page: bool = False) -> dict[str, Any]:  # fmt: skip
     catalogue = catalogue_get(tenant=access.tenant)
     errors: dict[str, str] = {}
     if validate:
@@ -222,8 +241,10 @@ def _context(request: HttpRequest, access: TenantAccess, definition: dict[str, A
         scope: [(name, catalogue.field_type(c.field_ref(name)) or "text") for name in catalogue.fields(entities)]
         for scope, entities in SCOPE_ENTITIES.items()
     }
-    preview_accounts = [row.account for row in pql_page(tenant=access.tenant, filters=PqlFilters(), cursor=None,
-                                                         limit=15, now=timezone.now()).rows]  # fmt: skip
+    preview_accounts = []  # the page's account picker sits outside the form: not redrawn by round trips
+    if full_page:
+        page = pql_page(tenant=access.tenant, filters=PqlFilters(), cursor=None, limit=15, now=timezone.now())
+        preview_accounts = [row.account for row in page.rows]
     return {
         "definition": definition,
         "definition_json": json.dumps(definition),
@@ -238,7 +259,7 @@ def _context(request: HttpRequest, access: TenantAccess, definition: dict[str, A
             if phase == "actions" or "goal" in definition
         ],
         "errors": errors,
-        "general_errors": {k: v for k, v in errors.items() if "/" not in k and k not in ("entry", "goal")},
+        "general_errors": _general(errors),
         "matches": matches,
         "fields": scope_fields[obj],
         "user_fields": scope_fields["users_where"],
@@ -277,7 +298,7 @@ def playbooks_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
 @tenant_page(read=Capability.EDIT_PLAYBOOKS, write=Capability.EDIT_PLAYBOOKS)
 def builder_new(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     obj = "user" if request.GET.get("object") == "user" else "account"
-    context = _context(request, access, builder.skeleton(obj), playbook=None, name="", validate=False)
+    context = _context(request, access, builder.skeleton(obj), playbook=None, name="", validate=False, full_page=True)
     return render(request, "playbooks/builder.html", context)
 
 
@@ -287,7 +308,8 @@ def builder_edit(request: HttpRequest, access: TenantAccess, playbook_id: int) -
     playbook = _playbook(access, playbook_id)
     assert playbook.current_version is not None
     definition = builder.normalized(playbook.current_version.definition)
-    context = _context(request, access, definition, playbook=playbook, name=playbook.name, validate=True)
+    context = _context(request, access, definition, playbook=playbook, name=playbook.name, validate=True,
+                       full_page=True)  # fmt: skip
     context["versions"] = (
         PlaybookVersion.objects.for_tenant(access.tenant).filter(playbook=playbook).order_by("-number")
     )
@@ -339,15 +361,13 @@ def _save(request: HttpRequest, access: TenantAccess, definition: dict[str, Any]
             if how == "activate" and playbook.status != PlaybookStatus.ACTIVE:
                 playbook_transition(tenant=access.tenant, playbook_id=playbook.pk, action="activate", now=now)
         except PlaybookInvalid as exc:
-            errors = {k.removeprefix("definition.").replace(".", "/"): v for k, v in exc.fields.items()}
+            errors = _flat_errors(exc)
         except TransitionRefused as exc:
             errors = {"status": str(exc)}
     if errors:
         context = _context(request, access, definition, playbook=playbook, name=name, validate=True)
         context["errors"] = {**context["errors"], **errors}
-        context["general_errors"] = {
-            k: v for k, v in context["errors"].items() if "/" not in k and k not in ("entry", "goal")
-        }
+        context["general_errors"] = _general(context["errors"])
         return render(request, "playbooks/_builder.html", context, status=400)
     assert playbook is not None
     messages.success(request, f"Saved “{playbook.name}” (version {playbook.current_version.number})"  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -71,6 +72,17 @@ def _redis() -> redis.Redis:
     return redis_for(settings.REDIS_URL)
 
 
+_scripts: dict[int, Any] = {}
+
+
+def _release_script() -> Any:
+    """The release script, registered once per client (it is called after every executed run)."""
+    client = _redis()
+    if id(client) not in _scripts:
+        _scripts[id(client)] = client.register_script(_RELEASE)
+    return _scripts[id(client)]
+
+
 def runs_schedule(tenant_id: int, run_ids: Iterable[int], due: datetime | float | None = None) -> None:
     """Due at `due` (a datetime or epoch seconds; now when None). A run already scheduled moves to `due`."""
     at = time.time() if due is None else due.timestamp() if isinstance(due, datetime) else float(due)
@@ -91,8 +103,7 @@ def runs_release(*, room: int | None = None) -> int:
         room = settings.PLAYBOOK_ACTIONS_QUEUE_DEPTH - int(redis_for(settings.CELERY_BROKER_URL).llen(ACTIONS_QUEUE))
     if room <= 0:
         return 0
-    script = _redis().register_script(_RELEASE)
-    released = script(keys=[TENANTS_KEY], args=[repr(time.time()), room, DUE_PREFIX])
+    released = _release_script()(keys=[TENANTS_KEY], args=[repr(time.time()), room, DUE_PREFIX])
     pairs = [(int(released[i]), int(released[i + 1])) for i in range(0, len(released), 2)]
     for tenant_id, run_id in pairs:
         current_app.send_task("playbooks.tasks.run_execute", args=(tenant_id, run_id))
