@@ -6,4 +6,4 @@ class PlgappConfig(AppConfig):
     verbose_name = "Tenancy core"
 
     def ready(self) -> None:
-        from plgapp import schema  # noqa: F401 - registers the OpenAPI auth extensions
+        from plgapp import checks, schema  # noqa: F401 - registers the deploy check and the OpenAPI auth extensions

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 
 from plgapp.keys import KeyKind, kind_of
 from plgapp.models import ApiKey
-from plgapp.selectors import api_key_find_active
+from plgapp.selectors import api_key_authenticate
 from plgapp.services import api_key_mark_used
 
 
@@ -49,7 +49,7 @@ def authenticate_raw_key(raw_key: str, *, accepted: frozenset[KeyKind]) -> tuple
     if kind not in accepted:
         wanted = " or ".join(sorted(k.value for k in accepted))
         raise AuthenticationFailed(f"This endpoint needs a {wanted} key; a {kind.value} key was sent.")
-    api_key = api_key_find_active(raw_key=raw_key)
+    api_key = api_key_authenticate(raw_key=raw_key)  # the rest of the request sees this key's tenant's rows only
     if api_key is None:
         raise AuthenticationFailed("Invalid or revoked API key.")
     api_key_mark_used(api_key=api_key, now=timezone.now())

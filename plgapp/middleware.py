@@ -57,3 +57,36 @@ class DatabaseUnavailableMiddleware:
             )  # fmt: skip
         response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response
+
+
+class DatabaseContextMiddleware:
+    """Each request starts with no tenant on its database connection and leaves none behind (plgapp/rls.py).
+
+    In production a connection starts every request clear — each request and task clears what it set — so this
+    costs a query only for requests that resolved a tenant. A caller that wraps requests in a transaction of its
+    own (the test suite, whose test bodies see every tenant) gets its setting back afterwards."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.db import DatabaseError, connection
+
+        from plgapp import rls
+
+        outer: rls.Context | None = None
+        if connection.in_atomic_block or rls.current() != rls.NO_TENANT:
+            try:
+                outer = rls.swap(rls.NO_TENANT)
+            except DatabaseError:  # the view will meet the same outage and answer 503
+                outer = None
+        try:
+            return self.get_response(request)
+        finally:
+            try:
+                if outer is not None:
+                    rls.restore(outer)
+                elif rls.current() != rls.NO_TENANT:
+                    rls.reset()
+            except DatabaseError:
+                connection.close()  # a connection we could not clear is not reused

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Self
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, Self
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.core.validators import RegexValidator
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -224,8 +225,21 @@ class TenantManager[M: models.Model](models.Manager[M]):
         if not text:
             return
         column_list = ", ".join(["tenant_id", *columns])
-        with connection.cursor() as cursor:
-            cursor.cursor.copy_expert(f"COPY {self.model._meta.db_table} ({column_list}) FROM STDIN", io.StringIO(text))
+        table = self.model._meta.db_table
+        # Row-level security refuses COPY into the table itself (plgapp/rls.py): the rows go to a private staging
+        # table of this session, then move in one INSERT, which the tenant policy checks row by row. ON COMMIT
+        # DELETE ROWS empties the staging table at each commit without leaving dead rows behind.
+        staging = f"plg_copy_{table}_{zlib.crc32(column_list.encode()):08x}"
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "  # noqa: S608 - model columns
+                f"SELECT {column_list} FROM {table} WITH NO DATA"
+            )
+            cursor.cursor.copy_expert(f"COPY {staging} ({column_list}) FROM STDIN", io.StringIO(text))
+            cursor.execute(
+                f"WITH moved AS (DELETE FROM {staging} RETURNING {column_list}) "  # noqa: S608 - model columns
+                f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved"
+            )
 
 
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")

@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "plgapp.middleware.DatabaseContextMiddleware",  # row-level security: no tenant before and after a request
     "plgapp.middleware.DatabaseUnavailableMiddleware",  # last: its process_exception sees the view's error first
 ]
 
@@ -124,6 +125,11 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
 DATABASES["default"]["OPTIONS"].setdefault("application_name", os.environ.get("DB_APPLICATION_NAME", "plg"))
+# The application connects as DATABASE_URL's role, which must not own the tables (row-level security applies to
+# it: plgapp/rls.py). Migrations connect as the owner, DATABASE_OWNER_URL (plgapp's `migrate`); unset, the same
+# role does both and `manage.py check --deploy` warns when that role escapes row-level security.
+DATABASE_OWNER = dj_database_url.parse(os.environ.get("DATABASE_OWNER_URL") or env_str("DATABASE_URL"))
+DATABASE_APP_ROLE = DATABASES["default"]["USER"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

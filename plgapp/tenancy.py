@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
+from plgapp import rls
 from plgapp.keys import KeyKind
 from plgapp.models import ApiKey, Tenant
 from plgapp.roles import SECRET_KEY_CAPABILITIES, WRITE_KEY_CAPABILITIES, Capability, Role, capabilities_for_role
@@ -44,5 +45,6 @@ def access_for_user(*, user: AbstractBaseUser | AnonymousUser, tenant_slug: str)
     member = tenant_member_find(user=user, tenant_slug=tenant_slug)
     if member is None:
         return None
+    rls.tenant_enter(member.tenant_id)  # the rest of the request sees this tenant's rows only
     role = Role(member.role)
     return TenantAccess(tenant=member.tenant, capabilities=capabilities_for_role(role), role=role, user_id=user.pk)

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import Account
+from plgapp import rls
 from plgapp.api_base import TenantScopedAPIView
 from plgapp.roles import Capability
 from scoring.api import INVALID
@@ -54,11 +55,18 @@ def filters_from(params: Any) -> PqlFilters:
                       owner=(params.get("owner") or "").strip(), q=(params.get("q") or "").strip())  # fmt: skip
 
 
-def stream_csv(rows: Iterator[PqlAccount], filename: str) -> StreamingHttpResponse:
+def stream_csv(rows: Iterator[PqlAccount], filename: str, *, tenant_id: int) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
-    response = StreamingHttpResponse((writer.writerow(row) for row in csv_rows(rows)), content_type="text/csv")
+    response = StreamingHttpResponse(_as_tenant(tenant_id, (writer.writerow(row) for row in csv_rows(rows))),
+                                     content_type="text/csv")  # fmt: skip
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def _as_tenant(tenant_id: int, lines: Iterator[str]) -> Iterator[str]:
+    """A streamed body is read after the view returned and the request's tenant was cleared (plgapp/rls.py)."""
+    with rls.tenant(tenant_id):
+        yield from lines
 
 
 def pql_json(row: PqlAccount) -> dict[str, Any]:
@@ -100,7 +108,8 @@ class PqlListView(TenantScopedAPIView):
         try:
             filters = filters_from(request.query_params)
             if request.accepted_renderer.format == "csv":
-                return stream_csv(pql_iter(tenant=self.tenant, filters=filters, now=now), "pqls.csv")
+                return stream_csv(pql_iter(tenant=self.tenant, filters=filters, now=now), "pqls.csv",
+                                  tenant_id=self.tenant.pk)  # fmt: skip
             raw_limit = request.query_params.get("limit") or str(DEFAULT_LIMIT)
             if not raw_limit.isdigit():
                 raise PqlQueryInvalid({"limit": f"a whole number from 1 to {MAX_LIMIT}"})

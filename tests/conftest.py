@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dj_database_url
 import pytest
 from django.db import connections
 from django.test import Client
@@ -14,6 +16,63 @@ from plgapp.models import Tenant, User
 from plgapp.roles import Role
 from plgapp.services import api_key_create
 from tests.factories import PASSWORD, TenantFactory, TenantMemberFactory, UserFactory
+
+_CREDENTIALS = ("USER", "PASSWORD", "HOST", "PORT")
+
+
+def _use_credentials(of: Mapping[str, Any]) -> None:
+    db = connections["default"]
+    db.close()
+    db.settings_dict.update({key: of.get(key) for key in _CREDENTIALS})
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """The test database is created, migrated and dropped by the schema's owner, like production's; the tests
+    then connect as the application's role, which row-level security applies to (plgapp/rls.py)."""
+    from django.conf import settings
+
+    _use_credentials(settings.DATABASE_OWNER)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    from django.conf import settings
+
+    app = {key: connections["default"].settings_dict.get(key) for key in _CREDENTIALS}
+    app["USER"] = settings.DATABASE_APP_ROLE
+    app_password = dj_database_url.parse(os.environ["DATABASE_URL"]).get("PASSWORD")
+    app["PASSWORD"] = app_password
+    with django_db_blocker.unblock():
+        if settings.DATABASE_OWNER["USER"] != settings.DATABASE_APP_ROLE:
+            with connections["default"].cursor() as cursor:  # flushing between transactional tests truncates
+                cursor.execute(f'GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO "{settings.DATABASE_APP_ROLE}"')
+        _use_credentials(app)
+    yield
+    with django_db_blocker.unblock():
+        _use_credentials(settings.DATABASE_OWNER)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def test_session_sees_every_tenant() -> None:
+    from plgapp import rls
+
+    rls.mark(rls.ALL_TENANTS)  # no connection is open yet: each one applies it as it opens
+
+
+@pytest.fixture(autouse=True)
+def test_bodies_see_every_tenant(test_session_sees_every_tenant: None, django_db_blocker: Any) -> Iterator[None]:
+    """Test code seeds and inspects several tenants. Requests and tasks it runs set their own tenant (the request
+    middleware restores this afterwards); other threads (live servers) start with none, as in production. Set
+    before and after every test: a test that authenticates or resolves a tenant outside a request leaves that
+    tenant behind, and module fixtures run between tests."""
+    from plgapp import rls
+
+    with django_db_blocker.unblock():
+        rls.swap(rls.ALL_TENANTS)
+    yield
+    with django_db_blocker.unblock():
+        rls.swap(rls.ALL_TENANTS)
 
 
 @pytest.fixture(autouse=True, scope="session")

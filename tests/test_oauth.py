@@ -18,6 +18,7 @@ from integrations.crypto import encrypt
 from integrations.models import Connection
 from integrations.oauth import usable_credentials
 from integrations.services import connection_test, credentials_of
+from plgapp import rls
 from plgapp.roles import Role
 from tests.conftest import TenantWorld
 from tests.fakes.hubspot import FakeHubSpot
@@ -73,8 +74,9 @@ def test_slack_installs_with_rotation_and_one_of_many_callers_refreshes_the_toke
     near_expiry(connection)
     results: list[str] = []
 
-    def use() -> None:
-        results.append(usable_credentials(Connection.objects.for_tenant(tenant_a.tenant).get())["bot_token"])
+    def use() -> None:  # as the executor task of one tenant does
+        with rls.tenant(tenant_a.tenant.pk):
+            results.append(usable_credentials(Connection.objects.for_tenant(tenant_a.tenant).get())["bot_token"])
 
     callers = [threading.Thread(target=use) for _ in range(4)]
     for caller in callers:

@@ -32,6 +32,7 @@ from playbooks.services import (
     run_retry,
     sweep,
 )
+from plgapp import rls
 from scoring.models import Score
 from signals.calls import AccountRef, AddUsers, MemberChange, UpsertAccount, UpsertUser, UserRef, parse_properties
 from signals.services import calls_ingest
@@ -282,6 +283,7 @@ def test_two_evaluations_racing_enroll_once_and_queue_each_action_once(
     def evaluate() -> None:
         try:
             barrier.wait()
+            rls.tenant_enter(world.tenant.pk)  # as the evaluation task does
             playbook_evaluate(tenant=world.tenant, playbook_id=playbook_id, now=T0)
         except BaseException as exc:
             errors.append(exc)
@@ -303,6 +305,7 @@ def test_two_evaluations_racing_enroll_once_and_queue_each_action_once(
     def execute(run_id: int) -> None:
         try:
             barrier.wait()
+            rls.tenant_enter(world.tenant.pk)  # as the executor task does
             run_execute(tenant=world.tenant, run_id=run_id, now=T0)
         finally:
             connection.close()

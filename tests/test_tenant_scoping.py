@@ -147,6 +147,8 @@ PLAIN_SQL_ALLOWED = {
     "plgapp/selectors.py": "API-key lookup by hash, before the tenant is known (as unscoped() would)",
     "plgapp/health.py": "readiness check (SELECT 1)",
     "plgapp/devservices.py": "creates the embedded database",
+    "plgapp/rls.py": "row-level security: the session's tenant setting, policies and grants",
+    "plgapp/checks.py": "deploy check: the application's database role",
 }
 PLAIN_SQL_MARKERS = ("connection.cursor", "cursor.execute", ".raw(", "copy_expert", "RawSQL(")
 

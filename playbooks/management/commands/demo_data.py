@@ -26,6 +26,7 @@ from integrations.services import connection_create, connection_test
 from playbooks.models import Playbook, PlaybookStatus
 from playbooks.services import playbook_create, playbook_transition
 from plgapp.models import Tenant
+from plgapp.rls import operator_command
 from scoring.models import ModelStatus, ModelVersion
 from scoring.services import LEARNED_KINDS, model_train, model_version_start, scores_refresh_all
 from signals.calls import AccountRef, UpsertAccount, parse_properties
@@ -78,6 +79,7 @@ class Command(BaseCommand):
         parser.add_argument("--events-per-user-day", type=float, default=2.0,
                             help="half the generator default: ~0.6 M events, about a minute")  # fmt: skip
 
+    @operator_command
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=options["tenant"]).first()
         if tenant is None:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from playbooks.services import due_runs, run_execute, sweep
 from plgapp.models import Tenant
+from plgapp.rls import operator_command
 
 
 class Command(BaseCommand):
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", help="Only this tenant (slug)")
         parser.add_argument("--no-send", action="store_true", help="Do not execute due action runs")
 
+    @operator_command
     def handle(self, *args: Any, **options: Any) -> None:
         now = timezone.now()
         if options["now"]:

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from plgapp.keys import KeyKind
 from plgapp.models import ApiKey, Tenant
+from plgapp.rls import operator_command
 from plgapp.selectors import api_keys_list
 from plgapp.serializers import ApiKeyOutputSerializer
 from plgapp.services import api_key_create, api_key_revoke
@@ -33,6 +34,7 @@ class Command(BaseCommand):
         listing.add_argument("--tenant", required=True, help="Tenant slug")
         listing.add_argument("--json", action="store_true")
 
+    @operator_command
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=options["tenant"]).first()
         if tenant is None:

@@ -11,6 +11,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from plgapp.rls import operator_command
 from plgapp.services import tenant_bootstrap
 
 
@@ -28,6 +29,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help='Print only {"tenant", "write_key", "secret_key"}')
 
+    @operator_command
     def handle(self, *args: Any, **options: Any) -> None:
         password = options["admin_password"] or os.environ.get("PLG_ADMIN_PASSWORD") or self._ask_password(options)
         try:

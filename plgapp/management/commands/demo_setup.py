@@ -18,6 +18,7 @@ from django.db import transaction
 
 from plgapp.keys import KeyKind
 from plgapp.models import Tenant
+from plgapp.rls import operator_command
 from plgapp.roles import Role
 from plgapp.selectors import api_key_find_active
 from plgapp.services import api_key_create, tenant_create, tenant_member_set_role, user_get_or_create
@@ -38,6 +39,7 @@ class Command(BaseCommand):
             "--url", default="http://127.0.0.1:8000", help="Where the demo is served (for the printout)"
         )
 
+    @operator_command
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["credentials_file"]

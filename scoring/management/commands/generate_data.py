@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from plgapp.models import Tenant
+from plgapp.rls import operator_command
 from plgapp.services import tenant_create
 from scoring.generator import EVENTS_PER_USER_DAY, USERS_SCALE, Counts, generate
 from signals.calls import FUTURE_TOLERANCE, parse_datetime
@@ -58,6 +59,7 @@ class Command(BaseCommand):
             help=f"Multiplies the users per account (default {USERS_SCALE:g})",
         )  # fmt: skip
 
+    @operator_command
     def handle(self, *args: Any, **options: Any) -> None:
         slug: str = options["tenant"]
         if options["accounts"] < 1 or options["days"] < 1:
