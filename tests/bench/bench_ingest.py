@@ -442,11 +442,15 @@ def main(argv: list[str] | None = None) -> int:
         if not os.environ.get(name):
             raise SystemExit(f"{name} is not set: run under `python -m plgapp.devservices run --instance bench --`")
     main_url = os.environ["DATABASE_URL"]
+    # The schema's owner creates the scratch database, migrates it and runs the raw COPY baseline (row-level
+    # security refuses COPY to the application's role); the server connects as the application's role.
+    owner_url = os.environ.get("DATABASE_OWNER_URL") or main_url
     scratch = f"{unquote(urlsplit(main_url).path.lstrip('/')) or 'plg'}_bench"
     url = database_url_named(main_url, scratch)
     env = {
         **os.environ,
         "DATABASE_URL": url,
+        "DATABASE_OWNER_URL": database_url_named(owner_url, scratch),
         "INGEST_RATE_LIMIT_PER_MINUTE": "100000000",
         "SECURE_COOKIES": "false",
         "LOG_LEVEL": "WARNING",
@@ -465,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     try:
         say(f"scratch database {scratch}: recreating and migrating")
-        recreate_database(main_url, scratch)
+        recreate_database(owner_url, scratch)
         manage(env, "migrate", "--noinput")
         tenant = json.loads(
             manage(env, "createtenant", "Bench", "bench", "--admin-email", "bench@example.com", "--json")
@@ -531,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = load.events or args.batch * args.bodies
         batches = workload.batches(args.bodies)
-        copy = run_copy(url, batches, str(tenant["tenant"]), rows, args.copy_batch)
+        copy = run_copy(env["DATABASE_OWNER_URL"], batches, str(tenant["tenant"]), rows, args.copy_batch)
         copy_rate = copy.rows / copy.seconds
         say(f"COPY  {copy.rows:,} rows in batches of {args.copy_batch} (one connection): {copy.seconds:.2f} s")
         say(f"  rate       {copy_rate:,.0f} rows/s")
@@ -571,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(log.name).unlink(missing_ok=True)
         if not args.keep_db:
             try:
-                recreate_database(main_url, scratch, drop_only=True)
+                recreate_database(owner_url, scratch, drop_only=True)
             except psycopg2.Error as exc:
                 say(f"could not drop the scratch database {scratch}: {exc}")
 
