@@ -14,11 +14,12 @@ BENCH ?= ingest scoring playbooks
 BENCH_ARGS ?=
 SCORING_ARGS ?=
 PLAYBOOK_ARGS ?=
+CHAOS_ARGS ?=
 # Browser tests drive Debian's Chromium (never a downloaded browser build).
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM_PATH := $(CHROMIUM)
 
-.PHONY: help install lint format test demo run bench clean
+.PHONY: help install lint format test demo run bench chaos clean
 
 help:
 	@echo "make demo    run the product at http://127.0.0.1:$(PORT) (web + worker + beat); DEMO_ARGS=--check to smoke-test"
@@ -27,6 +28,7 @@ help:
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make format  ruff format + autofix"
 	@echo "make bench   benchmarks, print figures (BENCH=ingest|scoring|playbooks to pick; SCORING_ARGS=\"--accounts 10000\")"
+	@echo "make chaos   fault-injection run (~6 min): kills, Redis and PostgreSQL outages, Slack storm; prints every figure"
 	@echo "make clean   remove .venv and .local (stops nothing: run after the services are down)"
 
 $(INSTALLED): pyproject.toml
@@ -78,6 +80,11 @@ ifneq ($(filter playbooks,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_playbook_sweep.py $(PLAYBOOK_ARGS)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_playbook_latency.py
 endif
+
+# The chaos suite starts its own PostgreSQL and Redis (.local/chaos) so that it can stop and restart them; it needs
+# no DATABASE_URL / REDIS_URL. CHAOS_ARGS: --short (about 2 minutes), --seed N, --rate EVENTS_PER_SECOND, --json.
+chaos: install
+	env -u DATABASE_URL -u DATABASE_OWNER_URL -u REDIS_URL $(PY) -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

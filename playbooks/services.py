@@ -51,7 +51,6 @@ from plgapp.models import Tenant, User
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 8
 BACKOFF_MAX_SECONDS = 3600.0
 ENTRY_BATCH = 1000
@@ -416,7 +415,12 @@ def run_execute(*, tenant: Tenant, run_id: int, now: datetime) -> str | None:
     claimed = (
         ActionRun.objects.for_tenant(tenant)
         .filter(pk=run_id, status__in=DUE_STATUSES, next_attempt_at__lte=now)
-        .update(status=RunStatus.SENDING, lease_until=now + LEASE, attempts=F("attempts") + 1, updated_at=now)
+        .update(
+            status=RunStatus.SENDING,
+            lease_until=now + timedelta(seconds=settings.PLAYBOOK_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
     )
     if not claimed:
         _not_yet(tenant, run_id, now)

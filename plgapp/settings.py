@@ -150,6 +150,9 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 PLAYBOOK_ACTION_MODULES = env_list("PLAYBOOK_ACTION_MODULES", "")
 # First retry delay of a failed action (doubling per attempt, with jitter; never before a Retry-After).
 PLAYBOOK_BACKOFF_BASE_SECONDS = float(os.environ.get("PLAYBOOK_BACKOFF_BASE_SECONDS", "15"))
+# How long a claimed action run belongs to its worker; past it, the sweep recovers the run (a worker died mid-call).
+# Longer than any provider call (INTEGRATION_TIMEOUT_SECONDS).
+PLAYBOOK_LEASE_SECONDS = env_int("PLAYBOOK_LEASE_SECONDS", 120)
 # Action runs wait in Redis until due and are handed to the `actions` queue while it holds fewer than this many
 # tasks, one tenant at a time in turn (playbooks/dispatch.py): a deep backlog of one tenant never delays another.
 PLAYBOOK_ACTIONS_QUEUE_DEPTH = env_int("PLAYBOOK_ACTIONS_QUEUE_DEPTH", 20)

@@ -132,6 +132,10 @@ def calls_ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: date
 
 _last_hint: dict[int, float] = {}  # tenant -> when its latest hint runs (monotonic clock; later = one is pending)
 HINT_INTERVAL_SECONDS = 1.0
+# After a failed publish (broker down), no hint is tried for this long: each try waits for the broker connection
+# (~2 s), and a request must not pay that while Redis is away. The marks wait in the database meanwhile.
+HINT_PAUSE_AFTER_FAILURE_SECONDS = 5.0
+_hints_paused_until = 0.0
 
 
 def _hint_processing(tenant_id: int) -> None:
@@ -141,7 +145,10 @@ def _hint_processing(tenant_id: int) -> None:
     not left to the sweep: one hint, delayed to the second's end, covers it and every write until then."""
     from signals.tasks import dirty_entities_process_task
 
+    global _hints_paused_until
     clock = time.monotonic()
+    if clock < _hints_paused_until:
+        return  # the broker failed moments ago: the next hint after the pause (or the sweep) covers these marks
     last = _last_hint.get(tenant_id, -HINT_INTERVAL_SECONDS)
     if last > clock:
         return  # a delayed hint is pending: it will run after this commit and see these marks
@@ -153,6 +160,8 @@ def _hint_processing(tenant_id: int) -> None:
         else:
             dirty_entities_process_task.apply_async(args=(tenant_id,), retry=False)
     except Exception as exc:  # a broker outage must not fail a request that is already stored
+        _hints_paused_until = time.monotonic() + HINT_PAUSE_AFTER_FAILURE_SECONDS
+        _last_hint.pop(tenant_id, None)  # nothing is pending: the first write after the pause sends a hint
         logger.warning("processing hint not sent; the sweep will pick the marks up", extra={"error": str(exc)})
 
 

@@ -70,6 +70,7 @@ class Journy:
 @pytest.fixture
 def journy(tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch) -> Journy:
     monkeypatch.setattr(ingest_services, "_last_hint", {})
+    monkeypatch.setattr(ingest_services, "_hints_paused_until", 0.0)
     return Journy(tenant_a)
 
 
@@ -312,6 +313,26 @@ def test_every_accepted_write_marks_what_it_touched_even_when_redis_is_down(
     marks = set(DirtyEntity.objects.for_tenant(journy.world.tenant).values_list("entity_type", flat=True))
     assert marks == {"user", "account"}
     assert journy.events().count() == 1
+
+
+def test_after_a_failed_hint_the_next_requests_do_not_wait_for_the_broker(
+    journy: Journy, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given the broker refused a hint (each try waits ~2 s for kombu's connection retries: found by the chaos suite)
+    broker_down = kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    with (
+        mock.patch.object(dirty_entities_process_task, "apply_async", side_effect=broker_down) as hint,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        journy.track({"user": {"userId": "u1"}}, "first")
+        # When more writes come within the pause
+        for n in range(3):
+            journy.track({"user": {"userId": f"u{n + 2}"}}, "later")
+
+    # Then only the first tried the broker; the others are stored and marked, for the next hint or the sweep
+    assert hint.call_count == 1
+    assert journy.events().count() == 4
+    assert DirtyEntity.objects.for_tenant(journy.world.tenant).filter(entity_type="user").count() == 4
 
 
 # --- errors -----------------------------------------------------------------------------------

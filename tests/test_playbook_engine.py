@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from accounts.models import Account, EndUser
@@ -19,7 +20,6 @@ from playbooks.actions import ActionContext, ActionType, Permanent, RateLimited,
 from playbooks.models import ActionRun, Enrollment, EnrollmentGroup, EnrollmentStatus, PlaybookStatus, RunStatus
 from playbooks.selectors import playbook_results
 from playbooks.services import (
-    LEASE,
     MAX_ATTEMPTS,
     deadlines_process,
     due_runs,
@@ -39,6 +39,7 @@ from signals.services import calls_ingest
 from tests.conftest import TenantWorld
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=settings.PLAYBOOK_LEASE_SECONDS)
 
 
 # --- action types registered by the tests ------------------------------------------------------------------------
