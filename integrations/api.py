@@ -27,6 +27,9 @@ from integrations.services import ConnectionInvalid, connection_create, connecti
 from plgapp.api_base import TenantScopedViewSet
 from plgapp.pagination import CursorPagination
 from plgapp.roles import Capability
+from plgapp.schema import error_answer
+
+PICKER_REFUSED = error_answer("Not a connection of that provider, or the provider refused: error.fields.connection")
 
 
 class ConnectionFilter(django_filters.FilterSet):
@@ -77,19 +80,19 @@ class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         except PickerError as exc:
             raise ValidationError({"connection": str(exc)}) from None
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 400: PICKER_REFUSED})
     @action(detail=True, methods=["get"])
     def channels(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Slack channels the bot can post to (the builder's channel picker)."""
         return self._picked(slack_channels)
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 400: PICKER_REFUSED})
     @action(detail=True, methods=["get"])
     def lists(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """HubSpot lists that accept members (MANUAL, SNAPSHOT); `?q=` filters by name."""
         return self._picked(hubspot_lists_of, request.query_params.get("q", "")[:100])
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 400: PICKER_REFUSED})
     @action(detail=True, methods=["get"])
     def owners(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """HubSpot owners (task assignees)."""

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -52,6 +52,7 @@ from plgapp.api_base import TenantScopedAPIView, TenantScopedViewSet
 from plgapp.models import User
 from plgapp.pagination import CursorPagination
 from plgapp.roles import Capability
+from plgapp.schema import error_answer
 
 
 def _user(request: Request) -> User | None:
@@ -93,6 +94,18 @@ class RunFilter(django_filters.FilterSet):
 
 class ByIdPagination(CursorPagination):
     ordering = "-id"
+
+
+ENROLLMENT_FILTERS = [
+    OpenApiParameter("status", str, enum=EnrollmentStatus.values),
+    OpenApiParameter("group", str, enum=EnrollmentGroup.values),
+    OpenApiParameter("entity", int, description="The enrolled account's or user's id."),
+]
+RUN_FILTERS = [
+    OpenApiParameter("status", str, enum=RunStatus.values),
+    OpenApiParameter("phase", str, enum=ActionPhase.values),
+    OpenApiParameter("action_id", str),
+]
 
 
 class PlaybookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
@@ -192,7 +205,7 @@ class PlaybookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         return Response(playbook_results(tenant=self.tenant, playbook=self.get_object()))
 
     @extend_schema(responses=VersionOutputSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])  # every version, newest first
     def versions(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         playbook = self.get_object()
         versions = PlaybookVersion.objects.for_tenant(self.tenant).filter(playbook=playbook).order_by("-number")
@@ -206,15 +219,16 @@ class PlaybookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         page = paginator.paginate_queryset(filtered.qs, self.request, view=self)
         return paginator.get_paginated_response(serializer(page, many=True).data)
 
-    @extend_schema(responses=EnrollmentOutputSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    # Paged and filtered by _paged (not by the playbook list's filters): the schema says so.
+    @extend_schema(responses=EnrollmentOutputSerializer(many=True), filters=False, parameters=ENROLLMENT_FILTERS)
+    @action(detail=True, methods=["get"], pagination_class=ByIdPagination)
     def enrollments(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         playbook = self.get_object()
         queryset = Enrollment.objects.for_tenant(self.tenant).filter(playbook=playbook).select_related("version")
         return self._paged(queryset, EnrollmentFilter, EnrollmentOutputSerializer)
 
-    @extend_schema(responses=ActionRunOutputSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses=ActionRunOutputSerializer(many=True), filters=False, parameters=RUN_FILTERS)
+    @action(detail=True, methods=["get"], pagination_class=ByIdPagination)
     def runs(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         playbook = self.get_object()
         return self._paged(ActionRun.objects.for_tenant(self.tenant).filter(playbook=playbook), RunFilter,
@@ -251,7 +265,10 @@ class TemplatePreviewView(TenantScopedAPIView):
 
     write_capability = Capability.EDIT_PLAYBOOKS
 
-    @extend_schema(request=TemplatePreviewInputSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        request=TemplatePreviewInputSerializer,
+        responses={200: OpenApiTypes.OBJECT, 404: error_answer("No such account or user in this tenant")},
+    )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = TemplatePreviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

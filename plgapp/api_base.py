@@ -12,10 +12,12 @@ from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from rest_framework import generics, viewsets
-from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied
+from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
 
 from plgapp.models import ApiKey, Tenant, TenantScopedModel
+from plgapp.parsers import NUL_MESSAGE
 from plgapp.roles import Capability
 from plgapp.tenancy import TenantAccess, access_for_api_key, access_for_user
 
@@ -27,6 +29,13 @@ class TenantScopedAPIView(generics.GenericAPIView[Any]):
 
     def required_capability(self, method: str | None) -> Capability:
         return self.read_capability if method in SAFE_METHODS else self.write_capability
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authenticated and allowed first: 401/403 before 400
+        # PostgreSQL text cannot hold NUL: a parameter with one is refused here, before any query sees it.
+        refused = {key for key, values in request.query_params.lists() if any("\x00" in v for v in [key, *values])}
+        if refused:
+            raise ValidationError({key.replace("\x00", "\\u0000"): NUL_MESSAGE for key in sorted(refused)})
 
     @cached_property
     def tenant_access(self) -> TenantAccess:

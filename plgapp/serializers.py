@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from plgapp.models import KEY_KIND_CHOICES, ApiKey, Tenant
@@ -34,3 +36,18 @@ class ApiKeyCreatedOutputSerializer(ApiKeyOutputSerializer):
 class ApiKeyCreateInputSerializer(serializers.Serializer[None]):
     name = serializers.CharField(max_length=100, trim_whitespace=True)
     kind = serializers.ChoiceField(choices=KEY_KIND_CHOICES)
+
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    # The metaclass moves declared fields off the class, so this does not shadow Serializer.fields at run time.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        required=False, help_text="Invalid input: a message per field (dotted paths)."
+    )
+
+
+class ErrorOutputSerializer(serializers.Serializer[Any]):
+    """The error envelope of the management API (DESIGN §7), described for the OpenAPI schema."""
+
+    error = ErrorDetailSerializer()

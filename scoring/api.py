@@ -8,7 +8,7 @@ import django_filters
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -20,6 +20,7 @@ from accounts.serializers import ReasonSerializer
 from plgapp.api_base import TenantScopedAPIView, TenantScopedViewSet
 from plgapp.pagination import CursorPagination
 from plgapp.roles import Capability
+from plgapp.schema import error_answer
 from scoring.config import MAX_HORIZON_DAYS, MILESTONE_METRICS, ConfigInvalid
 from scoring.discovery import discovery_report
 from scoring.models import ModelVersion, Score, ScoreKind
@@ -31,23 +32,7 @@ KIND_CHOICES = [(kind.value, kind.value) for kind in ScoreKind]
 
 # --- shapes for the OpenAPI description (the API renders the stored JSON as it is) ---------------------------------
 
-
-class ErrorDetailSerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    # The metaclass moves declared fields off the class, so this does not shadow Serializer.fields at run time.
-    fields = serializers.DictField(  # type: ignore[assignment]
-        required=False, help_text="Invalid input: a message per field (dotted paths)."
-    )
-
-
-class ErrorOutputSerializer(serializers.Serializer[Any]):
-    """The error envelope of DESIGN §7."""
-
-    error = ErrorDetailSerializer()
-
-
-INVALID = OpenApiResponse(ErrorOutputSerializer, description="Invalid input; error.fields names each bad field")
+INVALID = error_answer("Invalid input; error.fields names each bad field")
 
 
 @extend_schema_field(ReasonSerializer(many=True))
@@ -56,17 +41,20 @@ class ReasonsField(serializers.JSONField):
 
 
 class ModelMetricsSerializer(serializers.Serializer[Any]):
-    """Evaluation of a version on its newest snapshots (DESIGN §7); empty until it is trained."""
+    """Evaluation of a version on its newest snapshots (DESIGN §7); empty (`{}`) until it is trained, and for a
+    version that failed."""
 
-    auc = serializers.FloatField(allow_null=True)
-    pr_auc = serializers.FloatField(allow_null=True)
-    brier = serializers.FloatField(allow_null=True)
-    ece = serializers.FloatField(allow_null=True, help_text="Expected calibration error.")
-    lift_top_decile = serializers.FloatField(allow_null=True)
-    recall_top_20 = serializers.FloatField(allow_null=True)
-    baseline_auc = serializers.FloatField(allow_null=True, help_text="The rule-based score's AUC on the same rows.")
-    n_train = serializers.IntegerField()
-    n_positive = serializers.IntegerField()
+    auc = serializers.FloatField(allow_null=True, required=False)
+    pr_auc = serializers.FloatField(allow_null=True, required=False)
+    brier = serializers.FloatField(allow_null=True, required=False)
+    ece = serializers.FloatField(allow_null=True, required=False, help_text="Expected calibration error.")
+    lift_top_decile = serializers.FloatField(allow_null=True, required=False)
+    recall_top_20 = serializers.FloatField(allow_null=True, required=False)
+    baseline_auc = serializers.FloatField(
+        allow_null=True, required=False, help_text="The rule-based score's AUC on the same rows."
+    )
+    n_train = serializers.IntegerField(required=False)
+    n_positive = serializers.IntegerField(required=False)
 
 
 @extend_schema_field(ModelMetricsSerializer)

@@ -111,7 +111,7 @@ class PqlListView(TenantScopedAPIView):
                 return stream_csv(pql_iter(tenant=self.tenant, filters=filters, now=now), "pqls.csv",
                                   tenant_id=self.tenant.pk)  # fmt: skip
             raw_limit = request.query_params.get("limit") or str(DEFAULT_LIMIT)
-            if not raw_limit.isdigit():
+            if not (raw_limit.isascii() and raw_limit.isdigit()):
                 raise PqlQueryInvalid({"limit": f"a whole number from 1 to {MAX_LIMIT}"})
             page = pql_page(tenant=self.tenant, filters=filters, cursor=request.query_params.get("cursor"),
                             limit=int(raw_limit), now=now)  # fmt: skip
@@ -120,6 +120,14 @@ class PqlListView(TenantScopedAPIView):
         return Response({"next": self._link(request, page.next_cursor),
                          "previous": self._link(request, page.previous_cursor),
                          "results": [pql_json(row) for row in page.rows]})  # fmt: skip
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors answer in the API's JSON error shape, ?format=csv too: the CSV renderer draws only the list.
+        renderer = getattr(self.request, "accepted_renderer", None)
+        if renderer is not None and renderer.format == "csv":
+            self.request.accepted_renderer = renderers.JSONRenderer()
+            self.request.accepted_media_type = renderers.JSONRenderer.media_type
+        return super().handle_exception(exc)
 
     @staticmethod
     def _link(request: Request, cursor: str | None) -> str | None:

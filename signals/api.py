@@ -3,9 +3,11 @@ and the tenant's signal definitions (CRUD)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
+from django import forms
 from django.utils import timezone
 from rest_framework import mixins, status
 from rest_framework.exceptions import ValidationError
@@ -20,12 +22,27 @@ from signals.serializers import EventOutputSerializer, SignalSerializer
 from signals.services import SignalKeyTaken, signal_delete, signal_save
 
 
+class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """ISO-8601, as UTC: PostgreSQL refuses offsets of 16 hours or more, which ISO-8601 allows."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed = super().to_python(value)
+        try:
+            return parsed.astimezone(UTC) if parsed is not None else None
+        except OverflowError:  # 0001-01-01T00:00+05:00 is in year 0
+            raise forms.ValidationError("outside the years 1-9999 in UTC", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
 class EventFilter(django_filters.FilterSet):
     user = django_filters.NumberFilter(field_name="end_user_id", help_text="User id")
     account = django_filters.NumberFilter(field_name="account_id", help_text="Account id")
     name = django_filters.CharFilter(field_name="name")
-    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
 
     class Meta:
         model = Event

@@ -12,8 +12,6 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -37,7 +35,7 @@ from signals.http import (
     read_body,
 )
 from signals.journy import parse_call
-from signals.schema import journy_schema
+from signals.schema import journy_schema, journy_validate_schema
 from signals.services import calls_ingest
 
 
@@ -96,7 +94,7 @@ def _single(kind: str, method: str, summary: str) -> type[JournyView]:
         return self.ingest_one(request, kind)
 
     return type(
-        f"Journy{kind[0].upper()}{kind[1:]}View", (JournyView,), {method: journy_schema(kind, summary)(handler)}
+        f"Journy{kind[0].upper()}{kind[1:]}View", (JournyView,), {method: journy_schema(kind, summary, method)(handler)}
     )
 
 
@@ -111,9 +109,7 @@ LinkView = _single("link", "post", "Link an anonymous device id to a user; its e
 
 
 class ValidateView(JournyView):
-    @extend_schema(
-        tags=["ingestion (journy.io-compatible)"], summary="Check a write key", responses=OpenApiTypes.OBJECT
-    )
+    @journy_validate_schema()
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         api_key = request.auth
         assert isinstance(api_key, ApiKey)

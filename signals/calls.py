@@ -20,6 +20,8 @@ MAX_LIST_LENGTH = 1_000
 MAX_ID_LENGTH = 255
 MAX_USERS_PER_CALL = 100
 FUTURE_TOLERANCE = timedelta(days=1)
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)  # PostgreSQL's limit (real zones span -12:00 to +14:00)
+ZERO = timedelta(0)
 
 PropertyValue = str | int | float | bool | list[str] | None
 
@@ -150,9 +152,15 @@ def parse_datetime(value: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        # Storable and readable back: PostgreSQL refuses offsets of 16 hours or more, and the instant must stay
+        # within Python's years 1-9999 in UTC (0001-01-01T00:00+05:00 is in year 0).
+        if abs(parsed.utcoffset() or ZERO) > MAX_UTC_OFFSET:
+            return None
+        parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def value_type(value: PropertyValue) -> str:

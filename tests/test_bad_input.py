@@ -127,3 +127,54 @@ def test_another_tenants_ids_inside_a_body_name_nothing_of_theirs(tenant_a: Tena
     assert "Alpha" not in preview.content.decode()
     assert disposition.status_code == 404
     assert Account.objects.for_tenant(tenant_a.tenant).get().name == "Alpha"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "when", ["2026-01-10T08:00:00+22:47", "0001-01-01T00:00:00+05:00"], ids=["offset-over-15:59", "utc-year-0"]
+)
+def test_a_time_postgresql_or_python_cannot_hold_is_a_400_and_nothing_is_stored(
+    tenant_a: TenantWorld, when: str
+) -> None:
+    # Found by schemathesis: both used to reach the database (a 500, and a batch of 500s).
+    single = post(tenant_a, "/api/journy/track", json.dumps({**TRACK, "triggeredAt": when}))
+    batch = post(
+        tenant_a, "/api/journy/batch", json.dumps({"calls": [{"type": "track", **TRACK, "triggeredAt": when}]})
+    )
+
+    assert single.status_code == 400, single.content
+    assert "triggeredAt" in single.json()["errors"]["fields"]
+    assert batch.status_code == 400, batch.content
+    assert stored(tenant_a) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("post", "/api/v1/connections/", {"provider": "slack", "name": "x", "mode": "sandbox",
+                                          "settings": {"channel": "a\u0000b"}}, "settings.channel"),
+        ("put", "/api/v1/scoring/config/", {"stages": {"trial": ["Tri\u0000al"]}}, "stages.trial.0"),
+        ("post", "/api/v1/playbooks/", {"name": "p", "definition": {"object": "account", "entry": {
+            "field": "account.stage", "op": "eq", "value": "\u0000"}}}, "definition.entry.value"),
+    ],
+    ids=["connection-settings", "scoring-config", "playbook-definition"],
+)  # fmt: skip
+def test_a_nul_character_anywhere_in_a_management_body_is_a_400_and_nothing_is_written(
+    tenant_a: TenantWorld, method: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    # Found while following up schemathesis: jsonb cannot hold \u0000, so these reached the database (a 500).
+    from rest_framework.test import APIClient
+
+    from integrations.models import Connection
+    from playbooks.models import Playbook
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant_a.secret_key}")
+
+    response = getattr(client, method)(path, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["fields"] == {field: "must not contain NUL characters (\\u0000)"}
+    assert not Connection.objects.for_tenant(tenant_a.tenant).exists()
+    assert not Playbook.objects.for_tenant(tenant_a.tenant).exists()

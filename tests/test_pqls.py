@@ -135,6 +135,18 @@ def test_bad_parameters_are_a_400_that_names_them(
 
 
 @pytest.mark.django_db
+def test_a_bad_parameter_of_the_csv_export_is_a_json_400(
+    tenant_a: TenantWorld, secret_client: Callable[[TenantWorld], APIClient]
+) -> None:
+    # Found by schemathesis: the CSV renderer drew the error as an empty body without a content type.
+    answer = secret_client(tenant_a).get(f"{URL}?format=csv&min_score=2")
+
+    assert answer.status_code == 400
+    assert answer["Content-Type"] == "application/json"
+    assert "min_score" in answer.json()["error"]["fields"]
+
+
+@pytest.mark.django_db
 def test_the_csv_export_has_every_row_of_the_filtered_list(
     tenant_a: TenantWorld, secret_client: Callable[[TenantWorld], APIClient]
 ) -> None:

@@ -36,6 +36,7 @@ def test_signing_in_issues_a_new_session_id_so_a_planted_one_is_worthless(tenant
     session["planted"] = True
     session.save()
     planted = session.session_key
+    assert planted is not None
 
     victim = Client()
     victim.cookies[SESSION] = planted
