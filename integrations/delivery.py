@@ -66,13 +66,19 @@ def slack_attachments(text: str, color: str | None) -> list[dict[str, Any]] | No
     return [{"color": color, "text": text, "fallback": text}] if color else None
 
 
+SLACK_MARKER_EVENT = "plg_action_run"
+
+
 def slack_post(*, tenant_id: int, connection_id: int | None, channel: str, text: str, color: str | None,
-               run_id: int | None = None) -> clients.Outcome:  # fmt: skip
-    """chat.postMessage with top-level `text` always, plus a coloured attachment when a colour is set."""
+               run_id: int | None = None, marker: str | None = None) -> clients.Outcome:  # fmt: skip
+    """chat.postMessage with top-level `text` always, plus a coloured attachment when a colour is set. A `marker`
+    travels in the message's metadata (invisible to readers), so `slack_find` can tell later whether it was posted."""
     connection, refused = resolve(tenant_id, Provider.SLACK, connection_id)
     if connection is None:
         return refused
     request = {"channel": channel, "text": text, "attachments": slack_attachments(text, color)}
+    if marker:
+        request["marker"] = marker
     if connection.mode == ConnectionMode.SANDBOX:
         return _sandboxed(connection, "chat.postMessage", request, run_id)
     interval = 1.0 / settings.SLACK_MESSAGES_PER_SECOND_PER_CHANNEL
@@ -86,8 +92,9 @@ def slack_post(*, tenant_id: int, connection_id: int | None, channel: str, text:
     except (CredentialsUnreadable, KeyError) as exc:
         return _after(connection, clients.Outcome("auth", f"unreadable credentials: {exc}"))
     try:
+        metadata = {"event_type": SLACK_MARKER_EVENT, "event_payload": {"marker": marker}} if marker else None
         answer = clients.slack_client(token).chat_postMessage(
-            channel=channel, text=text, attachments=request["attachments"]
+            channel=channel, text=text, attachments=request["attachments"], metadata=metadata
         )
     except SlackApiError as exc:
         return _after(connection, clients.slack_error(exc))
@@ -96,6 +103,45 @@ def slack_post(*, tenant_id: int, connection_id: int | None, channel: str, text:
     except OSError as exc:  # refused or unreachable: nothing was posted
         return clients.Outcome("unavailable", f"Slack could not be reached: {type(exc).__name__}")
     return clients.Outcome("ok", body={"channel": answer.get("channel"), "ts": answer.get("ts")})
+
+
+def slack_find(*, tenant_id: int, connection_id: int | None, channel: str, marker: str) -> dict[str, Any] | None:
+    """The message posted with `marker` (channel, ts) among the channel's latest 200, or None. Raises
+    `clients.OutcomeError`-like `LookupFailed` when Slack cannot answer (then nobody knows: the caller retries)."""
+    connection, refused = resolve(tenant_id, Provider.SLACK, connection_id)
+    if connection is None:
+        raise LookupFailed(refused.message)
+    if connection.mode == ConnectionMode.SANDBOX:
+        found = SandboxCall.objects.for_tenant(tenant_id).filter(connection=connection, operation="chat.postMessage",
+                                                                 request__marker=marker).first()  # fmt: skip
+        return {"sandbox_call": found.pk} if found else None
+    try:
+        client = clients.slack_client(usable_credentials(connection)["bot_token"])
+        channel_id = channel
+        if not channel.startswith(("C", "G")) or channel.startswith("#"):
+            name = channel.lstrip("#")
+            listed = client.conversations_list(types="public_channel,private_channel", limit=1000)
+            matches = [c["id"] for c in listed.get("channels") or [] if c.get("name") == name]
+            if not matches:
+                return None
+            channel_id = matches[0]
+        history = client.conversations_history(channel=channel_id, limit=200, include_all_metadata=True)
+    except (SlackApiError, OAuthError, CredentialsUnreadable, KeyError, OSError) as exc:
+        raise LookupFailed(f"Slack could not be asked whether the message was posted: {type(exc).__name__}") from None
+    for message in history.get("messages") or []:
+        metadata = message.get("metadata") or {}
+        if (
+            metadata.get("event_type") == SLACK_MARKER_EVENT
+            and (metadata.get("event_payload") or {}).get("marker") == marker
+        ):
+            return {"channel": channel_id, "ts": message.get("ts")}
+    return None
+
+
+class LookupFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def webhook_deliver(*, tenant_id: int, connection_id: int | None, payload: dict[str, Any],

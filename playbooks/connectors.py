@@ -139,7 +139,8 @@ def _slack_prepare(context: ActionContext) -> dict[str, Any]:
     except TemplateInvalid as exc:
         raise Permanent(f"the message template cannot be rendered: {exc}") from None
     return {"channel": context.params["channel"], "text": text, "color": context.params.get("color"),
-            "connection_id": context.params.get("connection_id")}  # fmt: skip
+            "connection_id": context.params.get("connection_id"),
+            "marker": f"plgrun{context.run_id}"}  # fmt: skip
 
 
 def _slack_send(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any]:
@@ -151,8 +152,23 @@ def _slack_send(request: Mapping[str, Any], context: ActionContext) -> Mapping[s
             text=str(request["text"]),
             color=request.get("color"),
             run_id=context.run_id,
+            marker=request.get("marker"),
         )
     )
+
+
+def _slack_confirm(request: Mapping[str, Any], context: ActionContext) -> Mapping[str, Any] | None:
+    """After a worker died mid-post: the message if Slack has it (found by the marker in its metadata), else None.
+    Requests prepared before markers existed cannot be confirmed: Permanent, so they end dead as before."""
+    marker = request.get("marker")
+    if not marker:
+        raise Permanent("the request carries no marker: delivery cannot be confirmed")
+    try:
+        found = delivery.slack_find(tenant_id=context.tenant_id, connection_id=request.get("connection_id"),
+                                    channel=str(request["channel"]), marker=str(marker))  # fmt: skip
+    except delivery.LookupFailed as exc:
+        raise Retryable(exc.message) from None
+    return {**found, "confirmed": True} if found else None
 
 
 SLACK_SEND_MESSAGE = ActionType(
@@ -161,6 +177,7 @@ SLACK_SEND_MESSAGE = ActionType(
     idempotent=False,
     targets=frozenset({"entity", "users"}),
     prepare=_slack_prepare,
+    confirm=_slack_confirm,
     params_errors=_slack_params,
     tenant_params_errors=_slack_tenant_params,
     description="Post a message to a Slack channel (text template, optional colour bar).",

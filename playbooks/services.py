@@ -502,9 +502,15 @@ def leases_recover(*, tenant: Tenant, now: datetime) -> int:
         action_type = action_types.get(run.action_type)
         if action_type is not None and action_type.idempotent:
             _retry(tenant, run, now, "the worker stopped during the call; retrying (idempotent)", timedelta())
-        elif action_type is not None and action_type.confirm is not None and run.request:
+        elif action_type is not None and not run.request:  # the request is stored before it is sent: none went out
+            _retry(tenant, run, now, "the worker stopped before sending; retrying", timedelta())
+        elif action_type is not None and action_type.confirm is not None:
             try:
                 delivered = action_type.confirm(run.request, action_context(tenant=tenant, run=run))
+            except action_types.Permanent as exc:
+                _finish(
+                    tenant, run, RunStatus.DEAD, now, error=f"delivery cannot be confirmed ({exc.message}): not re-sent"
+                )
             except action_types.ActionError as exc:
                 _retry(tenant, run, now, f"could not confirm delivery: {exc.message}", _backoff(run.attempts, None))
             else:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps, signals
 from kombu import Queue
@@ -87,6 +88,37 @@ class DueRunsRelease(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(DueRunsRelease)
+
+
+def _guard_unacked_restore() -> None:
+    """Keep the worker alive when Redis goes away while tasks are in hand (found by the chaos suite, issue 8).
+
+    On a lost broker connection the consumer closes its channel, and kombu's Redis transport then restores the
+    channel's unacknowledged (late-ack) messages through that same connection, whose client is already gone: an
+    AttributeError ("'NoneType' object has no attribute 'hostname'") that Celery reports as an unrecoverable error
+    and stops the worker. Nothing could be restored through a dead connection anyway: the messages stay in Redis'
+    unacked set (redelivered after the visibility timeout) or are gone with Redis' data, and the sweeps redo their
+    work from the database (DESIGN §2). So the failed restore is logged and the consumer reconnects as usual."""
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.restore_unacked
+    if getattr(original, "plg_guarded", False):
+        return
+
+    def restore_unacked(self: kombu_redis.QoS, client: Any = None) -> None:
+        try:
+            original(self, client)
+        except AttributeError as exc:
+            logging.getLogger(__name__).warning(
+                "unacked messages not restored: the broker connection is gone (the sweeps redo their work)",
+                extra={"error": str(exc), "messages": len(getattr(self, "_delivered", ()))},
+            )
+
+    restore_unacked.plg_guarded = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+
+
+_guard_unacked_restore()
 
 
 # --- row-level security: each task runs with its tenant's database context (plgapp/rls.py) ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -81,3 +82,26 @@ def test_a_real_worker_process_consumes_a_task_and_writes_a_row() -> None:
     finally:
         output = worker.stop()
     assert worker.returncode in (0, -15), output
+
+
+def test_a_worker_whose_broker_connection_died_with_tasks_in_hand_does_not_crash_closing_it() -> None:
+    # Given a broker channel holding an unacknowledged (late-ack) message whose connection was lost: kombu has
+    # dropped its pool and the connection's client, as after Redis went away (found by the chaos suite, issue 8)
+    from kombu import Connection
+
+    connection = Connection(settings.CELERY_BROKER_URL)
+    channel: Any = None
+    try:
+        channel = connection.default_channel
+        channel.qos._delivered["tag-1"] = None  # what the channel holds for a message in hand
+        channel._pool = None
+        channel.connection.client = None
+
+        # When the consumer closes the channel to reconnect, kombu restores the unacked messages through it
+        result = channel.qos.restore_unacked()
+    finally:
+        if channel is not None:
+            channel.qos._delivered.clear()
+
+    # Then the failed restore is logged, not raised (it stopped the worker as an "unrecoverable error")
+    assert result is None

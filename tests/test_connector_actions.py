@@ -21,7 +21,7 @@ from integrations.clients import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from integrations.models import Connection, ConnectionStatus, SandboxCall
 from integrations.services import connection_create
 from playbooks.models import ActionRun, RunStatus
-from playbooks.services import PlaybookInvalid, playbook_create, playbook_evaluate
+from playbooks.services import PlaybookInvalid, leases_recover, playbook_create, playbook_evaluate
 from plgapp.roles import Role
 from tests.conftest import TenantWorld
 from tests.fakes.server import FakeServer, Response
@@ -235,3 +235,64 @@ def test_a_template_previews_for_a_chosen_account_and_user_and_explains_mistakes
     sales = member_client(pqa_world.tenant, Role.SALES)
     assert sales.post(f"/t/{pqa_world.slug}/api/v1/playbooks/template-preview", {"template": "hi"},
                       content_type="application/json").status_code == 403  # fmt: skip
+
+
+def _die_mid_post(world: TenantWorld, *, posted: bool, fake: FakeSlack) -> ActionRun:
+    """A worker claimed the run, stored its request and died before recording the answer (SIGKILL): with the
+    message at Slack (`posted`) or before it left."""
+    from playbooks import actions as action_types
+    from playbooks.selectors import action_context
+
+    (run,) = runs(world)
+    action_type = action_types.get(run.action_type)
+    assert action_type is not None
+    assert action_type.prepare is not None
+    request = action_type.prepare(action_context(tenant=world.tenant, run=run))
+    if posted:
+        action_type.send(request, action_context(tenant=world.tenant, run=run))
+    ActionRun.objects.for_tenant(world.tenant).filter(pk=run.pk).update(
+        status=RunStatus.SENDING, attempts=1, request=request, lease_until=T0 + timedelta(seconds=1)
+    )
+    return run
+
+
+@pytest.mark.django_db
+def test_a_worker_killed_after_slack_took_the_message_is_confirmed_not_reposted(
+    pqa_world: TenantWorld, slack: tuple[FakeSlack, str, str]
+) -> None:
+    # Given a worker died after Slack took the message, before the run was marked done (found by the chaos suite)
+    fake, token, channel = slack
+    connect_slack(pqa_world, token)
+    playbook_evaluate(tenant=pqa_world.tenant, playbook_id=active_playbook(pqa_world, slack_playbook()), now=T0)
+    run = _die_mid_post(pqa_world, posted=True, fake=fake)
+
+    # When its lease expires and the sweep recovers it
+    later = T0 + timedelta(minutes=5)
+    leases_recover(tenant=pqa_world.tenant, now=later)
+    deliver(pqa_world, later)
+
+    # Then Slack is asked (the run's marker is in the message's metadata) and the run succeeds without a repost
+    (message,) = fake.messages(channel)
+    run.refresh_from_db()
+    assert (run.status, run.response["ts"], run.response["confirmed"]) == (RunStatus.SUCCEEDED, message.ts, True)
+
+
+@pytest.mark.django_db
+def test_a_worker_killed_before_the_message_left_is_sent_once_after_recovery(
+    pqa_world: TenantWorld, slack: tuple[FakeSlack, str, str]
+) -> None:
+    # Given a worker died after storing the request, before the post reached Slack
+    fake, token, channel = slack
+    connect_slack(pqa_world, token)
+    playbook_evaluate(tenant=pqa_world.tenant, playbook_id=active_playbook(pqa_world, slack_playbook()), now=T0)
+    run = _die_mid_post(pqa_world, posted=False, fake=fake)
+
+    # When its lease expires and the sweep recovers it
+    later = T0 + timedelta(minutes=5)
+    leases_recover(tenant=pqa_world.tenant, now=later)
+    deliver(pqa_world, later)
+
+    # Then Slack has no trace of it, so it is posted: once (before, it ended dead — a missing message)
+    assert len(fake.messages(channel)) == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED

@@ -327,10 +327,11 @@ def test_a_worker_killed_mid_call_retries_idempotent_actions_and_never_resends_o
     world = pqa_world
     playbook_id = active_playbook(world)
     playbook_evaluate(tenant=world.tenant, playbook_id=playbook_id, now=T0)
-    # Both runs claimed by a worker that dies before recording the outcome.
+    # Both runs claimed by a worker that stored their requests (so they may have left) and died before recording
+    # the outcome. (A run without a stored request never left: it is simply sent again.)
     for run in ActionRun.objects.for_tenant(world.tenant):
         ActionRun.objects.for_tenant(world.tenant).filter(pk=run.pk).update(
-            status=RunStatus.SENDING, attempts=1, lease_until=T0 + LEASE
+            status=RunStatus.SENDING, attempts=1, lease_until=T0 + LEASE, request={"params": {"prepared": True}}
         )
 
     assert leases_recover(tenant=world.tenant, now=T0 + timedelta(minutes=1)) == 0  # leases still running

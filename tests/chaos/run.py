@@ -50,13 +50,17 @@ class Profile:
     sweep_seconds: int
     lease_seconds: int
     burst: int  # new accounts signing up at once when a fault starts, so that actions are in flight during it
+    storm_faults: int  # the storm lasts until at least this many posts met a fault (at most 4 x `storm` seconds)
+    hang_fraction: float  # of the storm's 20% failures, the share that hang past the client's timeout
     load_seconds: int  # about how long the load runs (the steady sign-ups are spread over it)
 
 
 LONG = Profile(warmup=20, child_kills=6, main_kills=6, kill_every=10, redis_down=20, storm=40, settle=10, drain=240,
-               accounts=40, sweep_seconds=60, lease_seconds=30, burst=8, load_seconds=300)  # fmt: skip
+               accounts=40, sweep_seconds=60, lease_seconds=30, burst=8, load_seconds=300,
+               storm_faults=20, hang_fraction=0.05)  # fmt: skip
 SHORT = Profile(warmup=6, child_kills=2, main_kills=2, kill_every=4, redis_down=6, storm=10, settle=3, drain=75,
-                accounts=10, sweep_seconds=10, lease_seconds=10, burst=5, load_seconds=60)  # fmt: skip
+                accounts=10, sweep_seconds=10, lease_seconds=10, burst=5, load_seconds=60,
+                storm_faults=4, hang_fraction=0.0)  # fmt: skip
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Chaos:
             "DATABASE_URL": self.services.database_url, "DATABASE_OWNER_URL": self.services.owner_url,
             "REDIS_URL": self.services.redis_url, "SLACK_API_URL": self.slack.url + "/api/",
             "HUBSPOT_API_URL": self.hubspot.url, "INTEGRATION_TIMEOUT_SECONDS": "3",
-            "PLAYBOOK_BACKOFF_BASE_SECONDS": "1", "PLAYBOOK_CONFIRM_DELAY_SECONDS": "8",
+            "PLAYBOOK_BACKOFF_BASE_SECONDS": "1",
             "PLAYBOOK_LEASE_SECONDS": str(self.profile.lease_seconds),
             "PLG_SWEEP_SECONDS": str(self.profile.sweep_seconds), "INGEST_RATE_LIMIT_PER_MINUTE": "1000000",
             "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", "CELERY_TASK_ALWAYS_EAGER": "false",
@@ -339,9 +343,15 @@ class Chaos:
         say(f"PostgreSQL restarted: resumed {window.resumed_after} s after it was back")
 
         window = self.window("Slack storm")
-        self.slack.set_faults(rate_limit_fraction=0.5, retry_after=2, server_error_fraction=0.15, hang_fraction=0.05,
-                              hang_seconds=5, path="/api/chat.postMessage")  # fmt: skip
+        self.slack.set_faults(rate_limit_fraction=0.5, retry_after=2, server_error_fraction=0.2 - p.hang_fraction,
+                              hang_fraction=p.hang_fraction, hang_seconds=5, path="/api/chat.postMessage")  # fmt: skip
         self.supervise(p.storm)
+        storm_until = time.monotonic() + 3 * p.storm
+        while (
+            time.monotonic() < storm_until
+            and sum(1 for q in self.slack.requests(path="/api/chat.postMessage") if q.fault) < p.storm_faults
+        ):
+            self.supervise(1)
         self.slack.clear_faults()
         self.close(window)
         say("Slack storm over")

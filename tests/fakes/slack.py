@@ -60,7 +60,7 @@ from typing import Any
 
 from tests.fakes.server import FakeServer, RecordedRequest, Response, RouteHandler, retry_after_header
 
-DEFAULT_BOT_SCOPES = ("chat:write", "chat:write.public", "channels:read", "groups:read")
+DEFAULT_BOT_SCOPES = ("chat:write", "chat:write.public", "channels:read", "groups:read", "channels:history")
 ROTATION_EXPIRES_IN = 43200
 MAX_TEXT_LENGTH = 40000
 CONVERSATION_TYPES = frozenset({"public_channel", "private_channel", "mpim", "im"})
@@ -212,6 +212,7 @@ class FakeSlack(FakeServer):
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "conversations.list": self._conversations_list,
+            "conversations.history": self._conversations_history,
             "oauth.v2.access": self._oauth_v2_access,
         }
         for method, handler in methods.items():
@@ -464,6 +465,28 @@ class FakeSlack(FakeServer):
         if message.thread_ts:
             echoed["thread_ts"] = message.thread_ts
         return {"channel": channel.id, "ts": ts, "message": echoed}
+
+    def _conversations_history(self, request: RecordedRequest, args: dict[str, Any]) -> dict[str, Any]:
+        """Newest first; ``oldest`` (exclusive) and ``limit`` (default 100); ``metadata`` of each message only with
+        ``include_all_metadata`` (as Slack). No cursor: a client that needs more pages narrows ``oldest``."""
+        token = self._authenticate(request, args)
+        self._require_scope(token, "channels:history", "groups:history")
+        channel = self.find_channel(token.team_id, str(args.get("channel") or ""))
+        if channel is None or (channel.is_private and not channel.is_member):
+            raise SlackError("channel_not_found")
+        oldest = float(args.get("oldest") or 0)
+        limit = int(args.get("limit") or 100)
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [m for m in reversed(self.posted.get(channel.id, [])) if float(m.ts) > oldest][:limit]
+        messages = []
+        for message in found:
+            item: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text or "",
+                                    "bot_id": message.bot_id}  # fmt: skip
+            metadata = message.args.get("metadata")
+            if with_metadata and metadata:
+                item["metadata"] = json.loads(metadata) if isinstance(metadata, str) else metadata
+            messages.append(item)
+        return {"messages": messages, "has_more": False, "response_metadata": {"next_cursor": ""}}
 
     def _conversations_list(self, request: RecordedRequest, args: dict[str, Any]) -> dict[str, Any]:
         token = self._authenticate(request, args)
