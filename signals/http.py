@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
@@ -141,6 +141,12 @@ def classify(exc: Exception) -> tuple[int, str, dict[str, str]]:
             503,
             "The database is unavailable; nothing was stored. Retry shortly.",
             {"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
+    if isinstance(exc, IntegrityError):  # concurrent requests created the same users or accounts on every retry
+        return (
+            503,
+            "Concurrent requests are creating the same records; nothing was stored. Retry shortly.",
+            {"Retry-After": "1"},
         )
     if isinstance(exc, exceptions.Throttled):
         wait = int(getattr(exc, "wait", None) or 1)

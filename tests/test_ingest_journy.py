@@ -9,7 +9,7 @@ from unittest import mock
 
 import kombu.exceptions
 import pytest
-from django.db import OperationalError
+from django.db import IntegrityError, OperationalError
 from django.test import Client
 
 from accounts.models import (
@@ -432,6 +432,18 @@ def test_a_database_outage_is_503_with_retry_after_never_500(journy: Journy) -> 
 
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
+    assert "nothing was stored" in response.json()["message"]
+
+
+def test_a_write_that_keeps_losing_races_is_503_with_retry_after_never_500(journy: Journy) -> None:
+    # Found by the chaos suite: clients retrying together after an outage create the same new users in several
+    # requests at once; one that lost the race on every retry answered 500.
+    conflict = IntegrityError('duplicate key value violates unique constraint "enduser_external_id"')
+    with mock.patch("signals.api_journy.calls_ingest", side_effect=conflict):
+        response = journy.batch([{"type": "track", "name": "x", "identification": {"user": {"userId": "u"}}}])
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
     assert "nothing was stored" in response.json()["message"]
 
 
