@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from integrations import delivery, hubspot_delivery
@@ -42,8 +43,11 @@ def _raise_unless_ok(outcome: Outcome) -> Mapping[str, Any]:
         raise RateLimited(outcome.message, retry_after=outcome.retry_after)
     if outcome.kind == "auth":
         raise Broken(outcome.message)
-    if outcome.kind in ("invalid", "ambiguous"):
+    if outcome.kind == "invalid":
         raise Permanent(outcome.message)
+    if outcome.kind == "ambiguous":  # maybe delivered: retried later, and the retry confirms before re-sending
+        raise Retryable(f"{outcome.message}; checked with the provider before any resend",
+                        retry_after=float(settings.PLAYBOOK_CONFIRM_DELAY_SECONDS))  # fmt: skip
     raise Retryable(outcome.message, retry_after=outcome.retry_after)
 
 

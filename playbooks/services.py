@@ -434,6 +434,11 @@ def run_execute(*, tenant: Tenant, run_id: int, now: datetime) -> str | None:
         if not run.request:
             run.request = action_type.prepare(context)
             ActionRun.objects.for_tenant(tenant).filter(pk=run.pk, status=RunStatus.SENDING).update(request=run.request)
+        elif run.attempts > 1 and not action_type.idempotent and action_type.confirm is not None:
+            # A counted attempt before this one may have been delivered (a timeout): ask before sending again.
+            delivered = action_type.confirm(run.request, context)
+            if delivered is not None:
+                return _finish(tenant, run, RunStatus.SUCCEEDED, now, response=dict(delivered))
         response = action_type.send(run.request, context)
     except action_types.RateLimited as exc:
         retry_after = exc.retry_after if exc.retry_after is not None else _backoff_base()

@@ -153,6 +153,9 @@ PLAYBOOK_BACKOFF_BASE_SECONDS = float(os.environ.get("PLAYBOOK_BACKOFF_BASE_SECO
 # How long a claimed action run belongs to its worker; past it, the sweep recovers the run (a worker died mid-call).
 # Longer than any provider call (INTEGRATION_TIMEOUT_SECONDS).
 PLAYBOOK_LEASE_SECONDS = env_int("PLAYBOOK_LEASE_SECONDS", 120)
+# A non-idempotent call that got no answer (timeout) is retried no sooner than this, and the retry first asks the
+# provider whether the first one landed (confirm): long enough for a hung request to have been processed.
+PLAYBOOK_CONFIRM_DELAY_SECONDS = env_int("PLAYBOOK_CONFIRM_DELAY_SECONDS", 60)
 # Action runs wait in Redis until due and are handed to the `actions` queue while it holds fewer than this many
 # tasks, one tenant at a time in turn (playbooks/dispatch.py): a deep backlog of one tenant never delays another.
 PLAYBOOK_ACTIONS_QUEUE_DEPTH = env_int("PLAYBOOK_ACTIONS_QUEUE_DEPTH", 20)

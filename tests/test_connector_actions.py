@@ -296,3 +296,29 @@ def test_a_worker_killed_before_the_message_left_is_sent_once_after_recovery(
     assert len(fake.messages(channel)) == 1
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_a_post_slack_took_without_answering_in_time_is_confirmed_on_its_retry_not_reposted(
+    pqa_world: TenantWorld, slack: tuple[FakeSlack, str, str], settings: Any
+) -> None:
+    # Given Slack takes a post but answers after the client gave up (found by the chaos suite's storm: the run ended
+    # dead while the message was in the channel)
+    fake, token, channel = slack
+    settings.INTEGRATION_TIMEOUT_SECONDS, settings.PLAYBOOK_CONFIRM_DELAY_SECONDS = 1, 30
+    connect_slack(pqa_world, token)
+    playbook_evaluate(tenant=pqa_world.tenant, playbook_id=active_playbook(pqa_world, slack_playbook()), now=T0)
+    fake.fail_next("hang", seconds=1.5, path="/api/chat.postMessage")
+
+    # When the post times out, and the retry comes after the confirm delay
+    assert deliver(pqa_world, T0) == [RunStatus.FAILED]
+    (run,) = runs(pqa_world)
+    assert run.next_attempt_at == T0 + timedelta(seconds=30)
+    assert fake.wait_until_answered(timeout=5)
+    assert deliver(pqa_world, T0 + timedelta(seconds=31)) == [RunStatus.SUCCEEDED]
+
+    # Then the retry found the message by its marker and did not post again
+    assert len(fake.messages(channel)) == 1
+    assert len(fake.requests(path="/api/chat.postMessage")) == 1
+    run.refresh_from_db()
+    assert run.response["confirmed"] is True

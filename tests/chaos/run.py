@@ -175,7 +175,7 @@ class Chaos:
             "DATABASE_URL": self.services.database_url, "DATABASE_OWNER_URL": self.services.owner_url,
             "REDIS_URL": self.services.redis_url, "SLACK_API_URL": self.slack.url + "/api/",
             "HUBSPOT_API_URL": self.hubspot.url, "INTEGRATION_TIMEOUT_SECONDS": "3",
-            "PLAYBOOK_BACKOFF_BASE_SECONDS": "1",
+            "PLAYBOOK_BACKOFF_BASE_SECONDS": "1", "PLAYBOOK_CONFIRM_DELAY_SECONDS": "8",
             "PLAYBOOK_LEASE_SECONDS": str(self.profile.lease_seconds),
             "PLG_SWEEP_SECONDS": str(self.profile.sweep_seconds), "INGEST_RATE_LIMIT_PER_MINUTE": "1000000",
             "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", "CELERY_TASK_ALWAYS_EAGER": "false",
