@@ -28,7 +28,7 @@ help:
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make format  ruff format + autofix"
 	@echo "make bench   benchmarks, print figures (BENCH=ingest|scoring|playbooks to pick; SCORING_ARGS=\"--accounts 10000\")"
-	@echo "make chaos   fault-injection run (~6 min): kills, Redis and PostgreSQL outages, Slack storm; prints every figure"
+	@echo "make chaos   fault-injection run (~7 min): kills, Redis and PostgreSQL outages, Slack storm; prints every figure"
 	@echo "make clean   remove .venv and .local (stops nothing: run after the services are down)"
 
 $(INSTALLED): pyproject.toml
