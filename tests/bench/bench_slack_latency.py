@@ -34,6 +34,7 @@ import multiprocessing.connection
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,7 +60,7 @@ from tests.bench.bench_ingest import (  # noqa: E402
     stop_process,
     wait_ready,
 )
-from tests.bench.bench_playbook_latency import post, start_worker  # noqa: E402
+from tests.bench.bench_playbook_latency import post  # noqa: E402
 
 
 def playbook(team: int) -> dict[str, Any]:
@@ -86,6 +87,14 @@ def playbook(team: int) -> dict[str, Any]:
         "goal": {"field": "account.stage", "op": "eq", "value": "Customer"},
         "timeout": {"days": 14},
     }
+
+
+def start_worker(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    """One Celery worker as the Procfile runs it (prefork, 2 processes, every queue)."""
+    command = [sys.executable, "-m", "celery", "-A", "plgapp", "worker", "--queues",
+               "ingest,scoring,playbooks,actions,default", "--concurrency", "2", "--without-gossip",
+               "--without-mingle", "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")]  # fmt: skip
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,14 +194,15 @@ def background_main(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=120, help="qualifying events (default 120)")
-    parser.add_argument("--rate", type=float, default=2.0, help="qualifying events per second (default 2)")
-    parser.add_argument("--channels", type=int, default=5, help="teams = playbooks = Slack channels (default 5)")
+    parser.add_argument("--events", type=int, default=90, help="qualifying events (default 90)")
+    parser.add_argument("--rate", type=float, default=1.5, help="qualifying events per second (default 1.5)")
+    parser.add_argument("--channels", type=int, default=10, help="teams = playbooks = Slack channels (default 10)")
     parser.add_argument("--background", type=int, default=5000, help="background accounts (default 5000)")
     parser.add_argument("--background-rate", type=float, default=1000, help="events/s of background (default 1000)")
     parser.add_argument("--batch", type=int, default=100, help="background events per request (default 100)")
     parser.add_argument("--warmup", type=float, default=10, help="seconds of background before measuring")
     parser.add_argument("--wait", type=float, default=120, help="seconds to wait for the last message")
+    parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args(argv)
     for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
@@ -448,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         say(json.dumps(figures))
     Path(log.name).unlink(missing_ok=True)
-    recreate_database(owner_main, scratch, drop_only=True)
+    if not args.keep_db:
+        recreate_database(owner_main, scratch, drop_only=True)
     return 0 if not missing else 1
 
 
