@@ -10,11 +10,13 @@ INSTALLED := $(VENV)/.installed
 SERVICES := $(PY) -m plgapp.devservices
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
-BENCH ?= ingest scoring playbooks
+BENCH ?= ingest scoring playbooks pqls slack
 BENCH_ARGS ?=
 SCORING_ARGS ?=
 PLAYBOOK_ARGS ?=
 CHAOS_ARGS ?=
+PQLS_ARGS ?=
+SLACK_ARGS ?=
 # Browser tests drive Debian's Chromium (never a downloaded browser build).
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM_PATH := $(CHROMIUM)
@@ -27,7 +29,8 @@ help:
 	@echo "make run     web + worker + beat against the configured or embedded services, port PORT"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make format  ruff format + autofix"
-	@echo "make bench   benchmarks, print figures (BENCH=ingest|scoring|playbooks to pick; SCORING_ARGS=\"--accounts 10000\")"
+	@echo "make bench   benchmarks, print figures (BENCH=ingest|scoring|playbooks|pqls|slack to pick, default all;"
+	@echo "             SCORING_ARGS=\"--accounts 10000\"; pqls builds a 5M-user database once: ~8 min, ~10 GB)"
 	@echo "make chaos   fault-injection run (~7 min): kills, Redis and PostgreSQL outages, Slack storm; prints every figure"
 	@echo "make clean   remove .venv and .local (stops nothing: run after the services are down)"
 
@@ -66,9 +69,11 @@ demo: install
 run: install
 	$(SERVICES) run --instance dev -- $(PY) -m plgapp.runner run --port $(PORT)
 
-# BENCH picks the benchmarks (ingest, scoring, playbooks; all by default). BENCH_ARGS go to the ingestion
+# BENCH picks the benchmarks (ingest, scoring, playbooks, pqls, slack; all by default). BENCH_ARGS go to the ingestion
 # benchmark, SCORING_ARGS to the scoring one (e.g. "--accounts 10000" for a quick run), PLAYBOOK_ARGS to the
 # playbook sweep, which runs over the scoring benchmark's tenant (same --accounts); then event -> action latency.
+# pqls: the PQL list's pages 1/10/100 in a 1M-user tenant of 5M users (PQLS_ARGS, e.g. "--tenants 1"; the data is
+# built once and reused); slack: qualifying event -> message at the fake Slack under 1,000 events/s (SLACK_ARGS).
 bench: install
 ifneq ($(filter ingest,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_ingest.py $(BENCH_ARGS)
@@ -79,6 +84,12 @@ endif
 ifneq ($(filter playbooks,$(BENCH)),)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_playbook_sweep.py $(PLAYBOOK_ARGS)
 	$(SERVICES) run --instance bench -- $(PY) tests/bench/bench_playbook_latency.py
+endif
+ifneq ($(filter pqls,$(BENCH)),)
+	$(SERVICES) run --instance benchmk -- $(PY) tests/bench/bench_pqls.py $(PQLS_ARGS)
+endif
+ifneq ($(filter slack,$(BENCH)),)
+	$(SERVICES) run --instance benchslack -- $(PY) tests/bench/bench_slack_latency.py $(SLACK_ARGS)
 endif
 
 # The chaos suite starts its own PostgreSQL and Redis (.local/chaos) so that it can stop and restart them; it needs

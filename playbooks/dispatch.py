@@ -83,6 +83,36 @@ def _release_script() -> Any:
     return _scripts[id(client)]
 
 
+EVALUATION_IDS_PREFIX = "plg:eval:ids:"  # + tenant:playbook: set of entity ids waiting for an evaluation
+EVALUATION_QUEUED_PREFIX = "plg:eval:queued:"  # + tenant:playbook: set while an evaluation task waits, not started
+EVALUATION_QUEUED_SECONDS = 60  # a task lost with its worker blocks new ones at most this long (the sweep runs anyway)
+
+
+def evaluation_hint(tenant_id: int, playbook_id: int, entity_ids: Iterable[int]) -> bool:
+    """Add entity ids to the playbook's waiting set; True when no evaluation task waits (the caller sends one).
+
+    Changes coalesce while the queue is busy: one evaluation of every id gathered meanwhile instead of one task per
+    processing batch, which piled up by thousands under load (docs/benchmarks.md, event -> Slack)."""
+    ids = [str(pk) for pk in entity_ids]
+    key = f"{tenant_id}:{playbook_id}"
+    pipe = _redis().pipeline(transaction=True)
+    if ids:
+        pipe.sadd(f"{EVALUATION_IDS_PREFIX}{key}", *ids)
+        pipe.expire(f"{EVALUATION_IDS_PREFIX}{key}", 3600)
+    pipe.set(f"{EVALUATION_QUEUED_PREFIX}{key}", "1", nx=True, ex=EVALUATION_QUEUED_SECONDS)
+    return bool(pipe.execute()[-1])
+
+
+def evaluation_take(tenant_id: int, playbook_id: int) -> list[int]:
+    """For the evaluation task as it starts: the waiting ids, emptied; changes from now on queue the next task."""
+    key = f"{tenant_id}:{playbook_id}"
+    pipe = _redis().pipeline(transaction=True)
+    pipe.delete(f"{EVALUATION_QUEUED_PREFIX}{key}")
+    pipe.smembers(f"{EVALUATION_IDS_PREFIX}{key}")
+    pipe.delete(f"{EVALUATION_IDS_PREFIX}{key}")
+    return sorted(int(pk) for pk in pipe.execute()[1])
+
+
 def runs_schedule(tenant_id: int, run_ids: Iterable[int], due: datetime | float | None = None) -> None:
     """Due at `due` (a datetime or epoch seconds; now when None). A run already scheduled moves to `due`."""
     at = time.time() if due is None else due.timestamp() if isinstance(due, datetime) else float(due)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from playbooks.dispatch import release_tick, runs_schedule_and_release
+from playbooks.dispatch import evaluation_take, release_tick, runs_schedule_and_release
 from playbooks.services import (
     due_runs,
     enrollment_due_runs,
@@ -26,6 +26,16 @@ def playbook_evaluate_task(tenant_id: int, playbook_id: int, entity_ids: list[in
     tenant = _tenant(tenant_id)
     if tenant is not None:
         playbook_evaluate(tenant=tenant, playbook_id=playbook_id, now=timezone.now(), entity_ids=entity_ids)
+
+
+@shared_task(name="playbooks.tasks.playbook_evaluate_waiting")
+def playbook_evaluate_waiting_task(tenant_id: int, playbook_id: int) -> None:
+    """Evaluate the entities whose changes gathered while this task waited (playbooks/dispatch.py)."""
+    entity_ids = evaluation_take(tenant_id, playbook_id)
+    tenant = _tenant(tenant_id)
+    if tenant is not None and entity_ids:
+        playbook_evaluate(tenant=tenant, playbook_id=playbook_id, now=timezone.now(), entity_ids=entity_ids,
+                          schedule_here=True)  # fmt: skip
 
 
 @shared_task(name="playbooks.tasks.run_execute")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.db import models
@@ -114,22 +115,39 @@ class Score(TenantScopedModel):
         indexes = [
             models.Index(fields=["tenant", "kind", "value"], name="score_tenant_kind_value"),
             models.Index(fields=["tenant", "entity_type", "entity_id"], name="score_tenant_entity"),
+            # The PQA list's order (scoring/pqls.py): accounts by conversion, walked from a keyset position and
+            # stopped after one page — only the account conversion rows, so health and champion writes skip it.
+            models.Index(
+                fields=["tenant", "value", "entity_id"],
+                condition=Q(kind="conversion", entity_type="account"),
+                name="score_conversion_rank",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.entity_type} {self.entity_id}: {self.value:.2f}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "value": round(self.value, 4),
-            "percentile": self.percentile,
-            "grade": self.grade,
-            "reasons": self.reasons,
-            "model_version": self.model_version,
-            "rule_based": self.rule_based,
-            "computed_at": self.computed_at.isoformat().replace("+00:00", "Z"),
-            **({"details": self.details} if self.details else {}),
-        }
+        return score_dict(
+            value=self.value, percentile=self.percentile, grade=self.grade, reasons=self.reasons,
+            model_version=self.model_version, rule_based=self.rule_based, computed_at=self.computed_at,
+            details=self.details,
+        )  # fmt: skip
+
+
+def score_dict(*, value: float, percentile: int, grade: int, reasons: list[Any], model_version: int | None,
+               rule_based: bool, computed_at: datetime, details: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """SCORE as the API shows it (DESIGN §7), from a Score or from the same columns read by plain SQL."""
+    return {
+        "value": round(value, 4),
+        "percentile": percentile,
+        "grade": grade,
+        "reasons": reasons,
+        "model_version": model_version,
+        "rule_based": rule_based,
+        "computed_at": computed_at.isoformat().replace("+00:00", "Z"),
+        **({"details": details} if details else {}),
+    }
 
 
 class ScoreHistory(TenantScopedModel):

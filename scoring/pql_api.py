@@ -7,6 +7,7 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -33,6 +34,17 @@ class CsvRenderer(renderers.BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         return b""  # the view streams CSV itself; errors come back as JSON
+
+
+class FastJSONRenderer(renderers.JSONRenderer):
+    """DRF's JSON (compact, UTF-8) through orjson: a page of the list is ~50 accounts with ~400 users and their
+    scores (~380 KB), which the standard library's encoder takes ~5 ms to write. Datetimes and anything else orjson
+    does not write itself go to DRF's encoder, so the output is the same."""
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if data is None:
+            return b""
+        return orjson.dumps(data, default=self.encoder_class().default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 class _Echo:
@@ -100,7 +112,7 @@ PARAMETERS = [
 class PqlListView(TenantScopedAPIView):
     """Trial accounts ranked by conversion score, each with its users ranked (champion, health) and their role."""
 
-    renderer_classes = [renderers.JSONRenderer, renderers.BrowsableAPIRenderer, CsvRenderer]
+    renderer_classes = [FastJSONRenderer, renderers.BrowsableAPIRenderer, CsvRenderer]
 
     @extend_schema(parameters=PARAMETERS, responses={200: dict, 400: INVALID})
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Any:

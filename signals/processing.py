@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 Processor = Callable[[Tenant, list[tuple[str, int]]], None]
 PROCESSORS: list[Processor] = []  # in run order
 DEFAULT_ORDER = 100
-CLAIM_BATCH = 500
+# Marks per round. Each round's processors pay fixed costs (the rescore ranks the new scores among the tenant's
+# stored ones, playbooks look up who is affected), so under load bigger rounds go further: 500 -> 2,000 took the
+# event -> Slack benchmark's processing from ~830 to ~1,900 events/s (docs/benchmarks.md). A round holds its marks'
+# row locks until it commits (~1 s at 2,000 on 2 cores): an ingestion re-marking one of them waits that long.
+CLAIM_BATCH = 2000
 # Advisory-lock class of dirty-entity processing ("plgp"); the second key is the tenant id.
 PROCESSING_LOCK = 0x706C6770
 
@@ -49,20 +53,36 @@ def tenant_processing_lock(tenant: Tenant | int) -> None:
     DirtyEntity.objects.sql(tenant, "SELECT pg_advisory_xact_lock(%(lock)s, %(tenant)s)", {"lock": PROCESSING_LOCK})
 
 
+def tenant_processing_lock_try(tenant: Tenant | int) -> bool:
+    """Take this tenant's processing lock if it is free (held until the current transaction ends)."""
+    rows = DirtyEntity.objects.sql(
+        tenant, "SELECT pg_try_advisory_xact_lock(%(lock)s, %(tenant)s)", {"lock": PROCESSING_LOCK}
+    )
+    return bool(rows[0][0])
+
+
 def tenants_with_dirty_entities() -> list[int]:
     # System sweep across tenants: which tenants have work waiting (ids only).
     return list(DirtyEntity.objects.unscoped().values_list("tenant_id", flat=True).distinct())
 
 
-def dirty_entities_process(*, tenant_id: int) -> int:
-    """Hand this tenant's marks to the processors; returns how many marks were cleared."""
+def dirty_entities_process(*, tenant_id: int, wait: bool = True) -> int | None:
+    """Hand this tenant's marks to the processors; returns how many marks were cleared. With `wait=False`, returns
+    None at once when another run holds the tenant (it goes on until no mark is left) instead of queueing behind
+    it — a worker process blocked on that lock serves nothing else (docs/benchmarks.md, event -> Slack)."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None or not PROCESSORS:
         return 0
     cleared = 0
+    first = True
     while True:
         with transaction.atomic():
-            tenant_processing_lock(tenant)
+            if first and not wait:
+                if not tenant_processing_lock_try(tenant):
+                    return None
+            else:
+                tenant_processing_lock(tenant)
+            first = False
             marks = list(
                 DirtyEntity.objects.for_tenant(tenant)
                 .order_by("pk")

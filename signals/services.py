@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 
 from accounts.identity import Node, Resolver
@@ -36,6 +37,7 @@ from accounts.services import (
     users_seen,
 )
 from plgapp.models import Tenant
+from plgapp.redis_client import redis_for
 from signals.calls import (
     AddUsers,
     Call,
@@ -130,30 +132,38 @@ def calls_ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: date
     raise AssertionError("unreachable")
 
 
-_last_hint: dict[int, float] = {}  # tenant -> when its latest hint runs (monotonic clock; later = one is pending)
-HINT_INTERVAL_SECONDS = 1.0
-# After a failed publish (broker down), no hint is tried for this long: each try waits for the broker connection
+HINT_PENDING_PREFIX = "plg:processing:hinted:"  # + tenant id: set while a processing task is queued, not started
+HINT_PENDING_SECONDS = 30  # a hint lost with its worker blocks new ones at most this long (the sweep runs anyway)
+# After Redis failed (the flag or the broker), no hint is tried for this long: each try waits for the connection
 # (~2 s), and a request must not pay that while Redis is away. The marks wait in the database meanwhile.
 HINT_PAUSE_AFTER_FAILURE_SECONDS = 5.0
 _hints_paused_until = 0.0
 
 
 def _hint_processing(tenant_id: int) -> None:
+    processing_hint(tenant_id)
+
+
+def processing_hint(tenant_id: int, *, delay: float = 0.0) -> None:
     """Best effort: the marks are in the database; the beat sweep recovers a hint that cannot be sent.
 
-    At most one hint a second per tenant and process (the task drains all marks). A write inside that second is
-    not left to the sweep: one hint, delayed to the second's end, covers it and every write until then."""
+    At most one processing task per tenant waits in the queue: a write while one waits is left to it (it claims
+    the marks when it starts, after this commit). The task clears the flag as it starts, so a write during a run
+    queues the next one at once. (This replaced a per-process one-hint-a-second throttle whose delays, up to a
+    second, and piled-up hints under load were most of the event -> action latency; docs/benchmarks.md.)"""
     from signals.tasks import dirty_entities_process_task
 
     global _hints_paused_until
-    clock = time.monotonic()
-    if clock < _hints_paused_until:
-        return  # the broker failed moments ago: the next hint after the pause (or the sweep) covers these marks
-    last = _last_hint.get(tenant_id, -HINT_INTERVAL_SECONDS)
-    if last > clock:
-        return  # a delayed hint is pending: it will run after this commit and see these marks
-    delay = max(0.0, last + HINT_INTERVAL_SECONDS - clock)
-    _last_hint[tenant_id] = clock + delay
+    if time.monotonic() < _hints_paused_until:
+        return  # Redis failed moments ago: the next hint after the pause (or the sweep) covers these marks
+    flag = f"{HINT_PENDING_PREFIX}{tenant_id}"
+    try:
+        if not redis_for(settings.REDIS_URL).set(flag, "1", nx=True, ex=HINT_PENDING_SECONDS):
+            return  # a queued task will see these marks
+    except Exception as exc:  # Redis is the broker too: no hint can be sent now
+        _hints_paused_until = time.monotonic() + HINT_PAUSE_AFTER_FAILURE_SECONDS
+        logger.warning("processing hint not sent; the sweep will pick the marks up", extra={"error": str(exc)})
+        return
     try:
         if delay:
             dirty_entities_process_task.apply_async(args=(tenant_id,), retry=False, countdown=delay)
@@ -161,8 +171,16 @@ def _hint_processing(tenant_id: int) -> None:
             dirty_entities_process_task.apply_async(args=(tenant_id,), retry=False)
     except Exception as exc:  # a broker outage must not fail a request that is already stored
         _hints_paused_until = time.monotonic() + HINT_PAUSE_AFTER_FAILURE_SECONDS
-        _last_hint.pop(tenant_id, None)  # nothing is pending: the first write after the pause sends a hint
         logger.warning("processing hint not sent; the sweep will pick the marks up", extra={"error": str(exc)})
+        processing_hint_taken(tenant_id)  # nothing waits: let the next write try again
+
+
+def processing_hint_taken(tenant_id: int) -> None:
+    """Called by the processing task as it starts: writes from now on queue the next run."""
+    try:
+        redis_for(settings.REDIS_URL).delete(f"{HINT_PENDING_PREFIX}{tenant_id}")
+    except Exception as exc:  # the flag expires on its own
+        logger.warning("processing hint flag not cleared", extra={"error": str(exc)})
 
 
 def _ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: datetime) -> IngestResult:

@@ -7,13 +7,23 @@ import logging
 from celery import shared_task
 
 from signals.processing import dirty_entities_process, tenants_with_dirty_entities
+from signals.services import processing_hint, processing_hint_taken
+
+PROCESSING_RECHECK_SECONDS = 0.5
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="signals.tasks.dirty_entities_process")
 def dirty_entities_process_task(tenant_id: int) -> int:
-    return dirty_entities_process(tenant_id=tenant_id)
+    processing_hint_taken(tenant_id)
+    cleared = dirty_entities_process(tenant_id=tenant_id, wait=False)
+    if cleared is None:
+        # Another run has the tenant and drains until no mark is left; look again shortly rather than hold this
+        # worker process on its lock (a lock held by an ingestion merge ends in milliseconds).
+        processing_hint(tenant_id, delay=PROCESSING_RECHECK_SECONDS)
+        return 0
+    return cleared
 
 
 @shared_task(name="signals.tasks.dirty_entities_sweep")

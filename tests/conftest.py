@@ -96,7 +96,8 @@ def test_settings(settings: Any) -> None:
     from plgapp.redis_client import redis_for
 
     client = redis_for(settings.REDIS_URL)
-    stale = list(client.scan_iter("plg:login:*"))
+    # Likewise the "a processing task is queued" flags (signals/services.py), which no worker clears here.
+    stale = list(client.scan_iter("plg:login:*")) + list(client.scan_iter("plg:processing:hinted:*"))
     if stale:
         client.delete(*stale)
 

@@ -21,7 +21,6 @@ from accounts.models import Account, DirtyEntity, EndUser, EntityType
 from accounts.services import DirtyMarks, entities_mark_dirty
 from plgapp.models import Tenant
 from signals import processing
-from signals import services as ingest_services
 from signals.models import DailyRollup, Event, EventName
 from signals.processing import dirty_entities_process
 from signals.rollups import ROLLUPS_ORDER, rollups_process, rollups_recompute
@@ -35,11 +34,6 @@ NAMES = ("signed_in", "widget_created", "report_run")
 USERS = tuple(f"u{n}" for n in range(8))
 ACCOUNTS = tuple(f"a{n}" for n in range(4))
 DEVICES = ("d0", "d1", "d2")
-
-
-@pytest.fixture(autouse=True)
-def no_hint_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest_services, "_last_hint", {})
 
 
 # The registry the apps filled at start-up (the fixture below swaps in a private one for each test).

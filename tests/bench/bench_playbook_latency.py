@@ -91,30 +91,36 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{name} is not set: run under `python -m plgapp.devservices run --instance bench --`")
     say = lambda text: print(text, flush=True)  # noqa: E731
     main_url = os.environ["DATABASE_URL"]
+    owner_main = os.environ.get("DATABASE_OWNER_URL") or main_url  # creates and migrates the scratch database
     scratch = f"{unquote(urlsplit(main_url).path.lstrip('/')) or 'plg'}_latency"
-    url = database_url_named(main_url, scratch)
-    env = {**os.environ, "DATABASE_URL": url, "INGEST_RATE_LIMIT_PER_MINUTE": "100000000", "LOG_LEVEL": "WARNING",
-           "LOG_FORMAT": "json", "STATIC_MANIFEST": "false", "DEBUG": "false", "CELERY_TASK_ALWAYS_EAGER": "false",
+    url, owner_url = database_url_named(main_url, scratch), database_url_named(owner_main, scratch)
+    env = {**os.environ, "DATABASE_URL": url, "DATABASE_OWNER_URL": owner_url,
+           "INGEST_RATE_LIMIT_PER_MINUTE": "100000000", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json",
+           "STATIC_MANIFEST": "false", "DEBUG": "false", "CELERY_TASK_ALWAYS_EAGER": "false",
            "SECURE_COOKIES": "false"}  # fmt: skip
     say(f"scratch database {scratch}: recreating and migrating")
-    recreate_database(main_url, scratch)
+    recreate_database(owner_main, scratch)
     manage(env, "migrate", "--noinput")
     created = json.loads(manage(env, "createtenant", "Latency", "latency", "--admin-email", "lat@example.com",
                                 "--json"))  # fmt: skip
     key = str(created["write_key"])
 
-    os.environ.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="plgapp.settings", CELERY_TASK_ALWAYS_EAGER="false")
+    os.environ.update(DATABASE_URL=url, DATABASE_OWNER_URL=owner_url, DJANGO_SETTINGS_MODULE="plgapp.settings",
+                      CELERY_TASK_ALWAYS_EAGER="false")  # fmt: skip
     import django
 
     django.setup()
     from playbooks.models import ActionRun, Enrollment
     from playbooks.services import playbook_create, playbook_transition
+    from plgapp import rls
     from plgapp.models import Tenant
     from signals.calls import AccountRef, AddUsers, MemberChange, Track, UpsertAccount, UserRef, parse_properties
     from signals.processing import dirty_entities_process
     from signals.services import calls_ingest
 
-    tenant = Tenant.objects.get(slug="latency")
+    with rls.all_tenants():
+        tenant = Tenant.objects.get(slug="latency")
+    rls.tenant_enter(tenant.pk)  # this process works for that tenant only (row-level security)
     began = time.perf_counter()
     now = datetime.now(UTC)
     calls: list[Any] = []
