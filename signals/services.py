@@ -132,7 +132,7 @@ def calls_ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: date
 
 
 HINT_PENDING_PREFIX = "plg:processing:hinted:"  # + tenant id: set while a processing task is queued, not started
-HINT_PENDING_SECONDS = 30  # a hint lost with its worker blocks new ones at most this long (the sweep runs anyway)
+HINT_PENDING_SECONDS = 10  # a hint lost with its worker blocks new ones at most this long (the sweep runs anyway)
 
 
 def _hint_processing(tenant_id: int) -> None:
