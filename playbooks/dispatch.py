@@ -85,7 +85,9 @@ def _release_script() -> Any:
 
 EVALUATION_IDS_PREFIX = "plg:eval:ids:"  # + tenant:playbook: set of entity ids waiting for an evaluation
 EVALUATION_QUEUED_PREFIX = "plg:eval:queued:"  # + tenant:playbook: set while an evaluation task waits, not started
-EVALUATION_QUEUED_SECONDS = 60  # a task lost with its worker blocks new ones at most this long (the sweep runs anyway)
+# A task lost on its way (a worker killed, a failed send) blocks new ones at most this long; the sweep runs anyway.
+# Short, because a backlog longer than this only costs a duplicate (idempotent) evaluation.
+EVALUATION_QUEUED_SECONDS = 10
 
 
 def evaluation_hint(tenant_id: int, playbook_id: int, entity_ids: Iterable[int]) -> bool:
@@ -101,6 +103,11 @@ def evaluation_hint(tenant_id: int, playbook_id: int, entity_ids: Iterable[int])
         pipe.expire(f"{EVALUATION_IDS_PREFIX}{key}", 3600)
     pipe.set(f"{EVALUATION_QUEUED_PREFIX}{key}", "1", nx=True, ex=EVALUATION_QUEUED_SECONDS)
     return bool(pipe.execute()[-1])
+
+
+def evaluation_unhint(tenant_id: int, playbook_id: int) -> None:
+    """The task could not be sent: let the next change try again."""
+    _redis().delete(f"{EVALUATION_QUEUED_PREFIX}{tenant_id}:{playbook_id}")
 
 
 def evaluation_take(tenant_id: int, playbook_id: int) -> list[int]:

@@ -32,7 +32,7 @@ from django.utils import timezone
 from playbooks import actions as action_types
 from playbooks.catalogue import catalogue_get
 from playbooks.definition import Action, Definition, DefinitionInvalid, in_holdout, parse
-from playbooks.dispatch import evaluation_hint, runs_schedule_and_release
+from playbooks.dispatch import evaluation_hint, evaluation_unhint, runs_schedule_and_release
 from playbooks.evaluation import condition_check, entity_model, matching_ids, members_matching
 from playbooks.models import (
     DUE_STATUSES,
@@ -626,7 +626,11 @@ def _enqueue_evaluation(tenant_id: int, playbook_id: int, entity_ids: list[int] 
     if entity_ids is not None:
         try:
             if evaluation_hint(tenant_id, playbook_id, entity_ids):
-                _send("playbooks.tasks.playbook_evaluate_waiting", (tenant_id, playbook_id))
+                try:
+                    _send("playbooks.tasks.playbook_evaluate_waiting", (tenant_id, playbook_id))
+                except Exception:
+                    evaluation_unhint(tenant_id, playbook_id)
+                    raise
             return
         except redis.RedisError as exc:
             logger.warning("evaluation not coalesced: ids sent in the message", extra={"error": str(exc)})

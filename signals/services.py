@@ -133,7 +133,7 @@ def calls_ingest(*, tenant: Tenant, calls: Sequence[tuple[int, Call]], now: date
 
 
 HINT_PENDING_PREFIX = "plg:processing:hinted:"  # + tenant id: set while a processing task is queued, not started
-HINT_PENDING_SECONDS = 30  # a hint lost with its worker blocks new ones at most this long (the sweep runs anyway)
+HINT_PENDING_SECONDS = 10  # a hint lost with its worker blocks new ones at most this long (the sweep runs anyway)
 # After Redis failed (the flag or the broker), no hint is tried for this long: each try waits for the connection
 # (~2 s), and a request must not pay that while Redis is away. The marks wait in the database meanwhile.
 HINT_PAUSE_AFTER_FAILURE_SECONDS = 5.0

@@ -457,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
             **{f"queued_p{q}": round(percentile(queued, q), 3) for q in (50, 95, 99) if queued},
         }
         say(json.dumps(figures))
-    Path(log.name).unlink(missing_ok=True)
+    if args.keep_db:
+        say(f"kept: database {scratch}, server and worker log {log.name}")
+    else:
+        Path(log.name).unlink(missing_ok=True)
     if not args.keep_db:
         recreate_database(owner_main, scratch, drop_only=True)
     return 0 if not missing else 1
