@@ -39,7 +39,6 @@ POLICY_CONDITION = (
 )
 
 _SET = f"set_config('{TENANT_SETTING}', %s, false), set_config('{ALL_TENANTS_SETTING}', %s, false)"
-_GET = f"current_setting('{TENANT_SETTING}', true), current_setting('{ALL_TENANTS_SETTING}', true)"
 
 type Context = tuple[str, str]  # (tenant id or '', 'on' / 'off')
 NO_TENANT: Context = ("", "off")
@@ -98,10 +97,6 @@ def tenant_context(tenant_id: int) -> Context:
 def tenant_enter(tenant_id: int) -> None:
     """From now on this connection's queries see only this tenant's rows (until another enter or a reset)."""
     _set(tenant_context(tenant_id))
-
-
-def all_tenants_enter() -> None:
-    _set(ALL_TENANTS)
 
 
 def reset() -> None:
