@@ -439,9 +439,10 @@ class DirtyMarks:
 def entities_mark_dirty(*, tenant: Tenant, marks: DirtyMarks, now: datetime) -> None:
     """Record, in the caller's transaction, that these entities need downstream processing.
 
-    A re-mark sets marked_at (the row lock this takes is what the processor's "delete only if marked_at is
-    unchanged" relies on, ADR 0005) and widens the day range: LEAST / GREATEST ignore NULLs, so a null range
-    (property-only write) never narrows a pending one.
+    A re-mark moves marked_at strictly forward — even when this request's clock reads earlier than the stored
+    mark, or the same microsecond — which is what the processor's "delete only if marked_at is unchanged"
+    relies on (ADR 0014): a mark re-set while a round works survives it. It also widens the day range: LEAST /
+    GREATEST ignore NULLs, so a null range (property-only write) never narrows a pending one.
     """
     if not marks:
         return
@@ -455,7 +456,7 @@ def entities_mark_dirty(*, tenant: Tenant, marks: DirtyMarks, now: datetime) -> 
           FROM unnest(%(types)s::text[], %(ids)s::bigint[], %(firsts)s::date[], %(lasts)s::date[])
                AS mark(entity_type, entity_id, first_day, last_day)
         ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE
-           SET marked_at = EXCLUDED.marked_at,
+           SET marked_at = GREATEST(EXCLUDED.marked_at, accounts_dirtyentity.marked_at + interval '1 microsecond'),
                first_day = LEAST(accounts_dirtyentity.first_day, EXCLUDED.first_day),
                last_day = GREATEST(accounts_dirtyentity.last_day, EXCLUDED.last_day)
         """,

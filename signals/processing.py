@@ -3,11 +3,12 @@ registers a processor with an order: daily rollups first (`signals.rollups`, ord
 reads them (features and scores, playbook triggers; default order 100). A batch of marks goes to every
 processor in order, in one transaction, and a mark is cleared only after all of them handled it.
 
-What keeps this correct without slowing ingestion down (ADR 0005):
-- marks are claimed with row locks (`FOR UPDATE SKIP LOCKED`, in id order); an ingestion request that
-  re-marks a claimed entity waits for the batch to commit (its `ON CONFLICT DO UPDATE` takes the row lock),
-  then writes a fresh mark, so its events are seen by the next round;
-- a mark is deleted only if its `marked_at` is unchanged;
+What keeps this correct without slowing ingestion down (ADR 0005, ADR 0014):
+- marks are read without row locks (in id order): ingestion never waits for a round. A re-mark always moves
+  `marked_at` forward (`entities_mark_dirty`), in the same transaction as its events;
+- a mark is deleted only if its `marked_at` is unchanged, so an entity re-marked while the round worked
+  keeps its mark and the next round sees its events (the delete, the round's last statement, is the only
+  moment the two meet on a row);
 - one batch per tenant at a time (`tenant_processing_lock`, a transaction-level advisory lock), so two
   workers never recompute overlapping rollup buckets at once. Ingestion takes the same lock before it
   deletes the rollup rows of merged or deleted entities.
@@ -16,7 +17,9 @@ What keeps this correct without slowing ingestion down (ADR 0005):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
@@ -30,8 +33,7 @@ PROCESSORS: list[Processor] = []  # in run order
 DEFAULT_ORDER = 100
 # Marks per round. Each round's processors pay fixed costs (the rescore ranks the new scores among the tenant's
 # stored ones, playbooks look up who is affected), so under load bigger rounds go further: 500 -> 2,000 took the
-# event -> Slack benchmark's processing from ~830 to ~1,900 events/s (docs/benchmarks.md). A round holds its marks'
-# row locks until it commits (~1 s at 2,000 on 2 cores): an ingestion re-marking one of them waits that long.
+# event -> Slack benchmark's processing from ~830 to ~1,900 events/s (docs/benchmarks.md).
 CLAIM_BATCH = 2000
 # Advisory-lock class of dirty-entity processing ("plgp"); the second key is the tenant id.
 PROCESSING_LOCK = 0x706C6770
@@ -66,31 +68,47 @@ def tenants_with_dirty_entities() -> list[int]:
     return list(DirtyEntity.objects.unscoped().values_list("tenant_id", flat=True).distinct())
 
 
-def dirty_entities_process(*, tenant_id: int, wait: bool = True) -> int | None:
-    """Hand this tenant's marks to the processors; returns how many marks were cleared. With `wait=False`, returns
-    None at once when another run holds the tenant (it goes on until no mark is left) instead of queueing behind
-    it — a worker process blocked on that lock serves nothing else (docs/benchmarks.md, event -> Slack)."""
+def dirty_entities_process(*, tenant_id: int, wait: bool = True, seconds: float | None = None) -> int | None:
+    """Hand this tenant's marks to the processors, round after round until none is left; returns how many marks
+    were cleared. With `wait=False` it never queues behind another run: None at once when another run holds the
+    tenant, and it stops between rounds when another run takes the tenant over (that run drains on). A worker
+    process blocked on that lock serves nothing else (docs/benchmarks.md, event -> Slack)."""
+    drained = dirty_entities_drain(tenant_id=tenant_id, wait=wait, seconds=seconds)
+    return None if drained.busy else drained.cleared
+
+
+@dataclass(frozen=True)
+class Drained:
+    cleared: int = 0
+    busy: bool = False  # another run held the tenant: nothing was done
+    stopped: bool = False  # the time was up with marks left: the caller hands the rest to a new run
+
+
+def dirty_entities_drain(*, tenant_id: int, wait: bool = True, seconds: float | None = None) -> Drained:
+    """`dirty_entities_process`, told why it stopped. `seconds` bounds a run (checked between rounds), so that a
+    worker draining a busy tenant gives its process back to queued evaluations and actions now and then."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None or not PROCESSORS:
-        return 0
+        return Drained()
+    deadline = None if seconds is None else time.monotonic() + seconds
     cleared = 0
     first = True
     while True:
+        if not first and deadline is not None and time.monotonic() >= deadline:
+            return Drained(cleared, stopped=True)
         with transaction.atomic():
-            if first and not wait:
-                if not tenant_processing_lock_try(tenant):
-                    return None
-            else:
+            if wait:
                 tenant_processing_lock(tenant)
+            elif not tenant_processing_lock_try(tenant):
+                return Drained(cleared, busy=first)
             first = False
             marks = list(
                 DirtyEntity.objects.for_tenant(tenant)
-                .order_by("pk")
-                .select_for_update(skip_locked=True)[:CLAIM_BATCH]
+                .order_by("pk")[:CLAIM_BATCH]
                 .values_list("pk", "entity_type", "entity_id", "marked_at")
             )
             if not marks:
-                return cleared
+                return Drained(cleared)
             entities = [(entity_type, entity_id) for _pk, entity_type, entity_id, _at in marks]
             for processor in PROCESSORS:
                 processor(tenant, entities)

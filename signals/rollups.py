@@ -38,7 +38,8 @@ def rollups_process(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
             ids_by_type.setdefault(entity_type, set()).add(entity_id)
     if not ids_by_type:
         return
-    # The processing transaction holds these marks' row locks: their ranges cannot change under us.
+    # A range read here may already be wider than at the claim (a re-mark committed since): recomputing more is
+    # harmless, and such a mark has a newer marked_at, so it stays for the next round anyway.
     ranges: dict[str, list[tuple[int, date, date]]] = {}
     for entity_type, entity_id, first_day, last_day in (
         DirtyEntity.objects.for_tenant(tenant)

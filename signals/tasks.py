@@ -6,10 +6,14 @@ import logging
 
 from celery import shared_task
 
-from signals.processing import dirty_entities_process, tenants_with_dirty_entities
+from signals.processing import dirty_entities_drain, tenants_with_dirty_entities
 from signals.services import processing_hint, processing_hint_taken
 
 PROCESSING_RECHECK_SECONDS = 0.5
+# A run drains for about this long, then queues its successor and returns: under a steady stream of writes the
+# marks never run out, and a process that drained without end would leave evaluations and actions queued behind
+# it (seconds of event -> Slack latency, docs/benchmarks.md).
+DRAIN_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -17,13 +21,14 @@ logger = logging.getLogger(__name__)
 @shared_task(name="signals.tasks.dirty_entities_process")
 def dirty_entities_process_task(tenant_id: int) -> int:
     processing_hint_taken(tenant_id)
-    cleared = dirty_entities_process(tenant_id=tenant_id, wait=False)
-    if cleared is None:
+    drained = dirty_entities_drain(tenant_id=tenant_id, wait=False, seconds=DRAIN_SECONDS)
+    if drained.busy:
         # Another run has the tenant and drains until no mark is left; look again shortly rather than hold this
         # worker process on its lock (a lock held by an ingestion merge ends in milliseconds).
         processing_hint(tenant_id, delay=PROCESSING_RECHECK_SECONDS)
-        return 0
-    return cleared
+    elif drained.stopped:
+        processing_hint(tenant_id)  # at the back of the queue: what was queued meanwhile goes first
+    return drained.cleared
 
 
 @shared_task(name="signals.tasks.dirty_entities_sweep")

@@ -9,18 +9,23 @@ from __future__ import annotations
 import base64
 import json
 import random
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from unittest import mock
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Account, DirtyEntity, EndUser, EntityType
 from accounts.services import DirtyMarks, entities_mark_dirty
+from plgapp import rls
 from plgapp.models import Tenant
 from signals import processing
+from signals import tasks as signals_tasks
 from signals.models import DailyRollup, Event, EventName
 from signals.processing import dirty_entities_process
 from signals.rollups import ROLLUPS_ORDER, rollups_process, rollups_recompute
@@ -316,6 +321,21 @@ def test_marks_carry_the_utc_days_of_their_events_widened_by_later_requests(tena
     assert mark_of(tenant_a.tenant, EntityType.ACCOUNT, "a1") == (date(2026, 3, 9), date(2026, 3, 12))
 
 
+def test_a_re_mark_moves_marked_at_forward_even_when_its_clock_reads_earlier(tenant_a: TenantWorld) -> None:
+    """The processor deletes a mark only if marked_at is unchanged: a re-mark must always change it."""
+    user = EndUser.objects.for_tenant(tenant_a.tenant).create(external_id="u1")
+    marks = DirtyMarks()
+    marks.add(EntityType.USER, user.pk)
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    seen = []
+    for at in (now, now, now - timedelta(seconds=5)):  # same microsecond, then a worker whose clock is behind
+        entities_mark_dirty(tenant=tenant_a.tenant, marks=marks, now=at)
+        seen.append(DirtyEntity.objects.for_tenant(tenant_a.tenant).get(entity_id=user.pk).marked_at)
+
+    assert seen[0] == now
+    assert seen[0] < seen[1] < seen[2]
+
+
 def test_a_property_only_write_marks_for_processing_but_recomputes_no_rollups(tenant_a: TenantWorld) -> None:
     journy = Journy(tenant_a)
     journy.track({"user": {"userId": "u1"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
@@ -465,3 +485,92 @@ def test_processors_run_in_order_so_readers_see_fresh_rollups(
 
     assert registry == [rollups_process, reader, late]
     assert seen == [("x", 1), ("late", 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingestion_never_waits_for_a_round_and_what_it_marks_meanwhile_is_processed_next(
+    tenant_a: TenantWorld,
+) -> None:
+    """A round reads its marks without locking them: a request re-marking one of them while the round works
+    answers at once, and its mark (newer marked_at) survives the round, so the next round counts its events."""
+    journy = Journy(tenant_a)
+    both = {"user": {"userId": "u1"}, "account": {"accountId": "a1"}}
+    assert journy.track(both, "x", triggeredAt="2026-03-10T10:00:00Z").status_code == 201
+    in_round, release = threading.Event(), threading.Event()
+    rounds: list[int] = []
+
+    def slow(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
+        rounds.append(len(entities))
+        in_round.set()
+        release.wait(20)
+
+    processing.register(slow)
+    errors: list[BaseException] = []
+
+    def process() -> None:
+        try:
+            rls.tenant_enter(tenant_a.tenant.pk)  # as the processing task does
+            dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=process)
+    worker.start()
+    try:
+        assert in_round.wait(20)
+        began = time.monotonic()
+        answer = journy.track(both, "x", triggeredAt="2026-03-10T11:00:00Z")
+        answered_in = time.monotonic() - began
+        assert answer.status_code == 201, answer.content
+        assert worker.is_alive()  # the round is still holding, yet the request was answered
+    finally:
+        release.set()
+        worker.join(30)
+    assert errors == []
+    assert answered_in < 5
+
+    # The first round could not clear the marks the request renewed: the run went round again for them.
+    assert rounds == [2, 2]
+    assert stored(tenant_a.tenant) == recomputed(tenant_a.tenant)
+    assert {row[4] for row in stored(tenant_a.tenant)} == {2}
+    assert not DirtyEntity.objects.for_tenant(tenant_a.tenant).exists()
+
+
+def test_a_run_gives_the_worker_back_after_its_time_and_queues_its_successor(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journy = Journy(tenant_a)
+    for n in range(3):
+        journy.track({"user": {"userId": f"u{n}"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    monkeypatch.setattr(processing, "CLAIM_BATCH", 1)
+    monkeypatch.setattr(signals_tasks, "DRAIN_SECONDS", 0.0)
+    hints: list[tuple[int, float]] = []
+    monkeypatch.setattr(signals_tasks, "processing_hint", lambda tenant_id, delay=0.0: hints.append((tenant_id, delay)))
+
+    assert dirty_entities_process_task(tenant_a.tenant.pk) == 1  # one round, then the time is up
+
+    assert hints == [(tenant_a.tenant.pk, 0.0)]  # the rest goes to a new run at the back of the queue
+    assert DirtyEntity.objects.for_tenant(tenant_a.tenant).count() == 2
+    assert processing.dirty_entities_drain(tenant_id=tenant_a.tenant.pk, seconds=60) == processing.Drained(2)
+
+
+def test_a_run_that_loses_the_tenant_between_rounds_leaves_the_draining_to_the_other(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worker processes never both drain one tenant: the second would alternate rounds with the first and
+    leave evaluations and actions queued behind both."""
+    journy = Journy(tenant_a)
+    for n in range(3):
+        journy.track({"user": {"userId": f"u{n}"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    monkeypatch.setattr(processing, "CLAIM_BATCH", 1)
+    answers = iter([True, False])  # free for the first round, then another run holds it
+    monkeypatch.setattr(processing, "tenant_processing_lock_try", lambda tenant: next(answers))
+    hints: list[tuple[int, float]] = []
+    monkeypatch.setattr(signals_tasks, "processing_hint", lambda tenant_id, delay=0.0: hints.append((tenant_id, delay)))
+
+    assert dirty_entities_process_task(tenant_a.tenant.pk) == 1
+
+    assert hints == []  # the other run drains on
+    assert DirtyEntity.objects.for_tenant(tenant_a.tenant).count() == 2

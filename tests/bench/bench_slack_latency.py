@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=120, help="seconds to wait for the last message")
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--timeline", action="store_true", help="also print each event's send time and latencies")
     args = parser.parse_args(argv)
     for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
         if not os.environ.get(name):
@@ -435,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{label:<28}{percentile(values, 50):8.2f}{percentile(values, 95):8.2f}{percentile(values, 99):8.2f}"
                 f"{max(values):8.2f}{len(values):6}"
             )
+    if args.timeline:
+        say(f"{'account':>8}{'sent +s':>9}{'queued s':>10}{'Slack s':>9}")
+        for external_id, at in sorted(sent.items(), key=lambda item: item[1]):
+            queued_s = f"{runs[external_id][0] - at:10.2f}" if external_id in runs else f"{'-':>10}"
+            slack_s = f"{received[external_id] - at:9.2f}" if external_id in received else f"{'-':>9}"
+            say(f"{external_id:>8}{at - measure_began:9.2f}{queued_s}{slack_s}")
     rate = background.get("events", 0) / background["seconds"] if background.get("seconds") else 0.0
     say(
         f"background: {background.get('events', 0):,} events in {background.get('seconds', 0):.1f} s = "
