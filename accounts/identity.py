@@ -25,6 +25,18 @@ from accounts.models import Account, EndUser
 from plgapp.models import Tenant
 
 
+def prefetch_together(tenant: Tenant, *wanted: tuple[Resolver, Iterable[tuple[str | None, str | None]]]) -> None:
+    """Load the rows these (external id, email/domain) references can match, for several resolvers (users and
+    accounts) in one round trip. Plain SQL through the tenant door: the ORM's query building costs more than this
+    lookup, which every ingestion request makes."""
+    params: dict[str, Any] = {}
+    parts = [part for n, (resolver, refs) in enumerate(wanted) if (part := resolver._prefetch_query(n, refs, params))]
+    if not parts:
+        return
+    for n, pk, external_id, alt in EndUser.objects.sql(tenant, " UNION ALL ".join(parts), params):
+        wanted[n][0]._register(Node(pk=pk, external_id=external_id, alt=alt, original_alt=alt))
+
+
 @dataclass(eq=False)
 class Node:
     pk: int | None
@@ -70,20 +82,20 @@ class Resolver:
     # --- planning ------------------------------------------------------------------------------
 
     def prefetch(self, refs: Iterable[tuple[str | None, str | None]]) -> None:
+        prefetch_together(self.tenant, (self, refs))
+
+    def _prefetch_query(self, n: int, refs: Iterable[tuple[str | None, str | None]],
+                        params: dict[str, Any]) -> str | None:  # fmt: skip
         refs = list(refs)
         external_ids = {ext for ext, _alt in refs if ext}
         alts = {alt for _ext, alt in refs if alt}
         if not external_ids and not alts:
-            return
-        # Plain SQL through the tenant door: the ORM's query building costs more than this lookup.
-        rows = self.model.objects.sql(
-            self.tenant,
-            f"SELECT id, external_id, {self.alt_field} FROM {self.model._meta.db_table} "  # noqa: S608 - model names
-            f"WHERE tenant_id = %(tenant)s AND (external_id = ANY(%(ids)s) OR {self.alt_field} = ANY(%(alts)s))",
-            {"ids": list(external_ids), "alts": list(alts)},
+            return None
+        params[f"ids{n}"], params[f"alts{n}"] = list(external_ids), list(alts)
+        return (
+            f"SELECT {n}, id, external_id, {self.alt_field}::text FROM {self.model._meta.db_table} "  # noqa: S608
+            f"WHERE tenant_id = %(tenant)s AND (external_id = ANY(%(ids{n})s) OR {self.alt_field} = ANY(%(alts{n})s))"
         )
-        for pk, external_id, alt in rows:
-            self._register(Node(pk=pk, external_id=external_id, alt=alt, original_alt=alt))
 
     def _register(self, node: Node) -> None:
         self.nodes.append(node)

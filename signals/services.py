@@ -19,7 +19,7 @@ import orjson
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 
-from accounts.identity import Node, Resolver
+from accounts.identity import Node, Resolver, prefetch_together
 from accounts.models import Account, EndUser, EntityType
 from accounts.services import (
     DirtyMarks,
@@ -267,8 +267,11 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
             user_refs.extend(member.user for member in call.users)
         if isinstance(call, RemoveUsers):
             user_refs.extend(call.users)
-    users.prefetch((ref.external_id, ref.email) for ref in user_refs if ref)
-    accounts.prefetch((ref.external_id, ref.domain) for ref in account_refs if ref)
+    prefetch_together(
+        tenant,
+        (users, [(ref.external_id, ref.email) for ref in user_refs if ref]),
+        (accounts, [(ref.external_id, ref.domain) for ref in account_refs if ref]),
+    )
 
     # Plan identities in call order (creations, merges and moves happen in flush()).
     planned: list[tuple[Call, Node | None, Node | None, list[Node | None]]] = []

@@ -178,3 +178,19 @@ def test_a_nul_character_anywhere_in_a_management_body_is_a_400_and_nothing_is_w
     assert response.json()["error"]["fields"] == {field: "must not contain NUL characters (\\u0000)"}
     assert not Connection.objects.for_tenant(tenant_a.tenant).exists()
     assert not Playbook.objects.for_tenant(tenant_a.tenant).exists()
+
+
+def test_the_nesting_limit_counts_containers_exactly_whatever_their_mix_and_width() -> None:
+    from signals.http import MAX_JSON_DEPTH, _deeper_than
+
+    def nested(depth: int) -> object:
+        value: object = "leaf"
+        for level in range(depth):
+            value = {"k": value, "n": 1, "t": "x"} if level % 2 else [value, 2, "y"]
+        return value
+
+    assert not _deeper_than(nested(MAX_JSON_DEPTH), MAX_JSON_DEPTH)
+    assert _deeper_than(nested(MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH)
+    assert not _deeper_than({"calls": [{"metadata": {str(n): n for n in range(50)}} for _ in range(1_000)]}, 4)
+    assert _deeper_than({"calls": [{}] * 999 + [{"a": {}}]}, 3)  # the one deep call among many flat ones
+    assert not _deeper_than("scalar", 0)
