@@ -58,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     main_url = os.environ.get("DATABASE_URL")
     if not main_url:
         raise SystemExit("DATABASE_URL is not set: run under `python -m plgapp.devservices run --instance bench --`")
+    owner_main = os.environ.get("DATABASE_OWNER_URL") or main_url
     scratch, url = _scratch_urls(main_url, args.accounts)
-    if not _database_exists(main_url, scratch):
+    if not _database_exists(owner_main, scratch):
         raise SystemExit(f"no {scratch}: run the scoring benchmark first (make bench BENCH=scoring)")
     os.environ["DATABASE_URL"] = url
+    os.environ["DATABASE_OWNER_URL"] = _scratch_urls(owner_main, args.accounts)[1]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "plgapp.settings")
     os.environ["CELERY_TASK_ALWAYS_EAGER"] = "false"
     import django
@@ -74,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     from playbooks.evaluation import preview
     from playbooks.models import ActionRun, Enrollment, Playbook
     from playbooks.services import playbook_create, playbook_transition, sweep
+    from plgapp import rls
     from plgapp.models import Tenant
 
     call_command("migrate", "--noinput", verbosity=0)
     say = lambda text: print(text, flush=True)  # noqa: E731
     tenant = Tenant.objects.get(slug=TENANT_SLUG)
+    rls.tenant_enter(tenant.pk)  # as the sweep task runs: inside the tenant, under row-level security
     figures: dict[str, Any] = {"accounts": Account.objects.for_tenant(tenant).count()}
 
     def drop_bench_playbooks() -> None:  # enrollments first: they protect the versions they ran on

@@ -696,20 +696,24 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{name} is not set: run under `python -m plgapp.devservices run --instance bench --`")
     say = lambda text: print(text, flush=True)  # noqa: E731
     main_url = os.environ["DATABASE_URL"]
+    # The application role (row-level security) cannot create databases: the schema's owner does, and migrates.
+    owner_main = os.environ.get("DATABASE_OWNER_URL") or main_url
     scratch, url = _scratch_urls(main_url, args.accounts)
+    _, owner_url = _scratch_urls(owner_main, args.accounts)
     fingerprint = _fingerprint(args)
     marker = ROOT / ".local" / "bench" / f"{scratch}.json"
     reuse = (
         not args.fresh
-        and _database_exists(main_url, scratch)
+        and _database_exists(owner_main, scratch)
         and marker.exists()
         and (json.loads(marker.read_text()).get("fingerprint") == fingerprint)
     )
     if not reuse:
         marker.unlink(missing_ok=True)
         say(f"scratch database {scratch}: recreating and migrating")
-        _recreate_database(main_url, scratch)
+        _recreate_database(owner_main, scratch)
     os.environ["DATABASE_URL"] = url
+    os.environ["DATABASE_OWNER_URL"] = owner_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "plgapp.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ["DEBUG"] = "false"
@@ -718,12 +722,14 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     from django.core.management import call_command
 
+    from plgapp import rls
     from plgapp.models import Tenant
     from scoring import services
     from scoring.models import ModelStatus, ScoreKind
 
     figures: dict[str, Any] = {"accounts": args.accounts}
     call_command("migrate", "--noinput", verbosity=0)  # also brings a reused database up to date
+    rls.swap(rls.ALL_TENANTS)  # building the tenant is operator work, as a management command's
     if not reuse:
         began = time.perf_counter()
         world = plan_world(accounts=args.accounts, users_per_account=args.users_per_account, days=args.days,
@@ -746,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_only:
         return 0
     tenant = Tenant.objects.get(slug=TENANT_SLUG)
+    rls.tenant_enter(tenant.pk)  # measured as the scoring tasks run: inside the tenant, under row-level security
     now = args.end
     accounts, users, memberships = counts["accounts"], counts["users"], counts["memberships"]
     size_of = {ScoreKind.HEALTH: users, ScoreKind.CONVERSION: accounts, ScoreKind.CHURN: accounts,
