@@ -7,8 +7,9 @@ What keeps this correct without slowing ingestion down (ADR 0005, ADR 0014):
 - marks are read without row locks (in id order): ingestion never waits for a round. A re-mark always moves
   `marked_at` forward (`entities_mark_dirty`), in the same transaction as its events;
 - a mark is deleted only if its `marked_at` is unchanged, so an entity re-marked while the round worked
-  keeps its mark and the next round sees its events (the delete, the round's last statement, is the only
-  moment the two meet on a row);
+  keeps its mark and the next round sees its events; the delete skips marks a request holds at that moment
+  (it is renewing them), so a round never waits for a request;
+- rounds go round the marks in id order, so marks renewed round after round cannot starve the others;
 - one batch per tenant at a time (`tenant_processing_lock`, a transaction-level advisory lock), so two
   workers never recompute overlapping rollup buckets at once. Ingestion takes the same lock before it
   deletes the rollup rows of merged or deleted entities.
@@ -70,18 +71,24 @@ def tenants_with_dirty_entities() -> list[int]:
 
 def dirty_entities_process(*, tenant_id: int, wait: bool = True, seconds: float | None = None) -> int | None:
     """Hand this tenant's marks to the processors, round after round until none is left; returns how many marks
-    were cleared. With `wait=False` it never queues behind another run: None at once when another run holds the
-    tenant, and it stops between rounds when another run takes the tenant over (that run drains on). A worker
+    were cleared. With `wait=False` it never queues behind another holder of the tenant (another run, or an
+    ingestion merge): None at once when the tenant is held, and it stops between rounds when it is taken. A worker
     process blocked on that lock serves nothing else (docs/benchmarks.md, event -> Slack)."""
     drained = dirty_entities_drain(tenant_id=tenant_id, wait=wait, seconds=seconds)
-    return None if drained.busy else drained.cleared
+    return None if drained.busy and not drained.cleared else drained.cleared
 
 
 @dataclass(frozen=True)
 class Drained:
     cleared: int = 0
-    busy: bool = False  # another run held the tenant: nothing was done
+    busy: bool = False  # the tenant was held by someone else when this run asked: the caller looks again shortly
     stopped: bool = False  # the time was up with marks left: the caller hands the rest to a new run
+
+
+# Where this process's next round starts, per tenant: rounds go round the marks in id order. A mark renewed while
+# a round works keeps its id, so without this a steady stream re-marking as many entities as a round holds would
+# have every round take the same lowest ids and leave the marks behind them waiting while the stream lasts.
+_claim_after: dict[int, int] = {}
 
 
 def dirty_entities_drain(*, tenant_id: int, wait: bool = True, seconds: float | None = None) -> Drained:
@@ -100,13 +107,9 @@ def dirty_entities_drain(*, tenant_id: int, wait: bool = True, seconds: float | 
             if wait:
                 tenant_processing_lock(tenant)
             elif not tenant_processing_lock_try(tenant):
-                return Drained(cleared, busy=first)
+                return Drained(cleared, busy=True)
             first = False
-            marks = list(
-                DirtyEntity.objects.for_tenant(tenant)
-                .order_by("pk")[:CLAIM_BATCH]
-                .values_list("pk", "entity_type", "entity_id", "marked_at")
-            )
+            marks = _marks_claim(tenant)
             if not marks:
                 return Drained(cleared)
             entities = [(entity_type, entity_id) for _pk, entity_type, entity_id, _at in marks]
@@ -115,15 +118,37 @@ def dirty_entities_drain(*, tenant_id: int, wait: bool = True, seconds: float | 
             cleared += _marks_clear(tenant, [(pk, marked_at) for pk, _type, _id, marked_at in marks])
 
 
+def _marks_claim(tenant: Tenant) -> list[tuple[int, str, int, datetime]]:
+    """Up to CLAIM_BATCH marks, read without locks (ADR 0014), from where this process's last round stopped."""
+    pending = DirtyEntity.objects.for_tenant(tenant).order_by("pk")
+    fields = ("pk", "entity_type", "entity_id", "marked_at")
+    after = _claim_after.get(tenant.pk, 0)
+    marks = list(pending.filter(pk__gt=after)[:CLAIM_BATCH].values_list(*fields))
+    if len(marks) < CLAIM_BATCH and after:  # wrap around
+        marks += pending.filter(pk__lte=after)[: CLAIM_BATCH - len(marks)].values_list(*fields)
+    _claim_after[tenant.pk] = marks[-1][0] if marks else 0
+    return marks
+
+
 def _marks_clear(tenant: Tenant, marks: list[tuple[int, datetime]]) -> int:
-    # One statement for the batch. A mark re-set while we worked (newer marked_at) stays for the next round.
+    """Delete the marks unchanged since the claim, in one statement. A mark renewed while we worked (newer
+    marked_at) stays for the next round; so does one a request is renewing right now (its row is locked: SKIP
+    LOCKED), so a round never waits for a request — requests lock their marks in their own order, and waiting here
+    could deadlock with one. A request may wait for this round's commit, which follows at once."""
     deleted = DirtyEntity.objects.sql(
         tenant,
         """
-        DELETE FROM accounts_dirtyentity AS d
-         USING unnest(%(ids)s::bigint[], %(ats)s::timestamptz[]) AS m(id, marked_at)
-         WHERE d.tenant_id = %(tenant)s AND d.id = m.id AND d.marked_at = m.marked_at
-        RETURNING d.id
+        WITH unchanged AS (
+            SELECT d.id
+              FROM accounts_dirtyentity AS d
+              JOIN unnest(%(ids)s::bigint[], %(ats)s::timestamptz[]) AS m(id, marked_at)
+                ON d.id = m.id AND d.marked_at = m.marked_at
+             WHERE d.tenant_id = %(tenant)s
+               FOR UPDATE OF d SKIP LOCKED
+        )
+        DELETE FROM accounts_dirtyentity
+         WHERE tenant_id = %(tenant)s AND id IN (SELECT id FROM unchanged)
+        RETURNING id
         """,
         {"ids": [pk for pk, _at in marks], "ats": [at for _pk, at in marks]},
     )

@@ -23,8 +23,8 @@ def dirty_entities_process_task(tenant_id: int) -> int:
     processing_hint_taken(tenant_id)
     drained = dirty_entities_drain(tenant_id=tenant_id, wait=False, seconds=DRAIN_SECONDS)
     if drained.busy:
-        # Another run has the tenant and drains until no mark is left; look again shortly rather than hold this
-        # worker process on its lock (a lock held by an ingestion merge ends in milliseconds).
+        # Another run (or an ingestion merge) holds the tenant: look again shortly rather than hold this worker
+        # process on its lock. If that was another run draining, the flag makes this a single cheap task.
         processing_hint(tenant_id, delay=PROCESSING_RECHECK_SECONDS)
     elif drained.stopped:
         processing_hint(tenant_id)  # at the back of the queue: what was queued meanwhile goes first

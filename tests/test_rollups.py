@@ -16,7 +16,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -556,11 +556,12 @@ def test_a_run_gives_the_worker_back_after_its_time_and_queues_its_successor(
     assert processing.dirty_entities_drain(tenant_id=tenant_a.tenant.pk, seconds=60) == processing.Drained(2)
 
 
-def test_a_run_that_loses_the_tenant_between_rounds_leaves_the_draining_to_the_other(
+def test_a_run_that_loses_the_tenant_between_rounds_stops_and_looks_again_shortly(
     tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two worker processes never both drain one tenant: the second would alternate rounds with the first and
-    leave evaluations and actions queued behind both."""
+    leave evaluations and actions queued behind both. Whoever holds it (another run, an ingestion merge), a look
+    0.5 s later makes sure the marks are not left waiting for the minutely sweep."""
     journy = Journy(tenant_a)
     for n in range(3):
         journy.track({"user": {"userId": f"u{n}"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
@@ -572,5 +573,68 @@ def test_a_run_that_loses_the_tenant_between_rounds_leaves_the_draining_to_the_o
 
     assert dirty_entities_process_task(tenant_a.tenant.pk) == 1
 
-    assert hints == []  # the other run drains on
+    assert hints == [(tenant_a.tenant.pk, signals_tasks.PROCESSING_RECHECK_SECONDS)]
     assert DirtyEntity.objects.for_tenant(tenant_a.tenant).count() == 2
+
+
+def test_marks_renewed_round_after_round_do_not_starve_the_others(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mark renewed during a round keeps its id; rounds go round the marks, so the ones behind get their turn."""
+    journy = Journy(tenant_a)
+    for n in range(4):
+        journy.track({"user": {"userId": f"u{n}"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    monkeypatch.setattr(processing, "CLAIM_BATCH", 2)
+    monkeypatch.setattr(processing, "_claim_after", {})
+    rounds: list[list[tuple[str, int]]] = []
+
+    def busy_users(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
+        rounds.append(sorted(entities))
+        renewed = DirtyMarks()
+        for entity_type, pk in entities:  # every entity a round sees has a new event meanwhile
+            renewed.add(entity_type, pk)
+        entities_mark_dirty(tenant=tenant, marks=renewed, now=timezone.now())
+
+    processing.register(busy_users)
+    for _ in range(3):
+        processing.dirty_entities_drain(tenant_id=tenant_a.tenant.pk, seconds=0)  # one round each
+
+    users = sorted(pk for (pk,) in EndUser.objects.for_tenant(tenant_a.tenant).values_list("pk"))
+    assert [[pk for _type, pk in entities] for entities in rounds] == [users[:2], users[2:], users[:2]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clearing_marks_never_waits_for_a_request_holding_one(tenant_a: TenantWorld) -> None:
+    """A request locks its marks in its own order while it renews them: a round that waited for one could deadlock
+    with it. The round leaves such a mark (it is being renewed) and clears the rest at once."""
+    journy = Journy(tenant_a)
+    for n in range(2):
+        journy.track({"user": {"userId": f"u{n}"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    marks = list(DirtyEntity.objects.for_tenant(tenant_a.tenant).order_by("pk").values_list("pk", "marked_at"))
+    holding, release = threading.Event(), threading.Event()
+
+    def request_holding_the_first_mark() -> None:
+        try:
+            rls.tenant_enter(tenant_a.tenant.pk)
+            with transaction.atomic():
+                list(DirtyEntity.objects.for_tenant(tenant_a.tenant).filter(pk=marks[0][0]).select_for_update())
+                holding.set()
+                release.wait(20)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=request_holding_the_first_mark)
+    holder.start()
+    try:
+        assert holding.wait(20)
+        began = time.monotonic()
+        with transaction.atomic():
+            cleared = processing._marks_clear(tenant_a.tenant, marks)
+        took = time.monotonic() - began
+    finally:
+        release.set()
+        holder.join(30)
+
+    assert cleared == 1
+    assert took < 5
+    assert list(DirtyEntity.objects.for_tenant(tenant_a.tenant).values_list("pk", flat=True)) == [marks[0][0]]
