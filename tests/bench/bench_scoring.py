@@ -38,13 +38,15 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import psycopg2
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from tests.bench.bench_ingest import database_url_named, recreate_database  # noqa: E402
 
 TENANT_SLUG = "bench-scoring"
 COPY_CHUNK = 200_000  # rows per COPY statement
@@ -623,20 +625,8 @@ def _vacuum(tables: Sequence[str]) -> None:
 
 def _scratch_urls(main_url: str, accounts: int) -> tuple[str, str]:
     """One scratch database per size, so a quick small run does not drop the big tenant."""
-    parts = urlsplit(main_url)
-    name = f"{unquote(parts.path.lstrip('/')) or 'plg'}_scoring_{accounts}"
-    return name, urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _recreate_database(admin_url: str, name: str) -> None:
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
+    name = f"{unquote(urlsplit(main_url).path.lstrip('/')) or 'plg'}_scoring_{accounts}"
+    return name, database_url_named(main_url, name)
 
 
 def _database_exists(admin_url: str, name: str) -> bool:
@@ -711,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     if not reuse:
         marker.unlink(missing_ok=True)
         say(f"scratch database {scratch}: recreating and migrating")
-        _recreate_database(owner_main, scratch)
+        recreate_database(owner_main, scratch)
     os.environ["DATABASE_URL"] = url
     os.environ["DATABASE_OWNER_URL"] = owner_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "plgapp.settings")
