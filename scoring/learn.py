@@ -10,7 +10,9 @@ on the calibration slice only.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +131,11 @@ class Blend(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Log-odds, so a sigmoid calibration works on the scale it assumes."""
-        p = np.clip(self.predict_proba(x)[:, 1], 1e-6, 1 - 1e-6)
+        return self.log_odds(self.predict_proba(x)[:, 1])
+
+    @staticmethod
+    def log_odds(positive: np.ndarray) -> np.ndarray:
+        p = np.clip(positive, 1e-6, 1 - 1e-6)
         return np.log(p / (1 - p))
 
 
@@ -155,32 +161,71 @@ class Trained:
     def contributions(self, x: np.ndarray) -> tuple[list[int], np.ndarray]:
         """(group indices, array rows x groups): how much each of the most important groups moves each score
         away from the score the same entity would have with that group at its typical value."""
+        _values, ranked, result = self.scores_and_contributions(x)
+        return ranked, result
+
+    def scores_and_contributions(self, x: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """`predict(x)` and `contributions(x)` in one pass. The scores are the calibration of the base model's
+        decision values, which explaining computes anyway: the same numbers as predict's, without evaluating
+        every tree a second time."""
         ranked = sorted(range(len(self.groups)), key=lambda g: -self.importances.get(self.group_names[g], 0.0))[
             :REASON_GROUPS
         ]
         if not len(x) or not ranked:
-            return ranked, np.zeros((len(x), len(ranked)))
+            return self.predict(x), ranked, np.zeros((len(x), len(ranked)))
         # Attribution on the uncalibrated model: calibration is monotone (it keeps every direction), but
         # isotonic steps would turn tiny changes into jumps and large ones into none.
         result = np.zeros((len(x), len(ranked)))
+        decisions: list[np.ndarray | None] = []
+        shifts = [(self.groups[g], self.reference[self.groups[g]]) for g in ranked]
         for start in range(0, len(x), CONTRIBUTION_ROWS):
             part = x[start : start + CONTRIBUTION_ROWS]
-            shifts = [(self.groups[g], self.reference[self.groups[g]]) for g in ranked]
-            base, shifted = _shifted_probabilities(self.base, part, shifts)
+            base, shifted, decision = _shifted_probabilities(self.base, part, shifts)
             result[start : start + len(part)] = base[:, None] - shifted
-        return ranked, result
+            decisions.append(decision)
+        values = None
+        if all(decision is not None for decision in decisions):
+            values = calibrated_from_decision(self.model, np.concatenate(decisions))  # type: ignore[arg-type]
+        return (self.predict(x) if values is None else values), ranked, result
+
+
+def calibrated_from_decision(model: Any, decision: np.ndarray) -> np.ndarray | None:
+    """P(positive) as `model.predict_proba(x)[:, 1]` gives it — a CalibratedClassifierCV over a binary estimator
+    with a decision function — from the estimator's decision values on x; None for any other model."""
+    if not isinstance(model, CalibratedClassifierCV) or len(model.classes_) != 2:
+        return None
+    calibrated = model.calibrated_classifiers_
+    if not all(
+        part.method in ("sigmoid", "isotonic") and len(part.calibrators) == 1
+        and hasattr(part.estimator, "decision_function")
+        for part in calibrated
+    ):  # fmt: skip
+        return None
+    total = np.zeros(len(decision))
+    for part in calibrated:  # as CalibratedClassifierCV.predict_proba: each part's proba, clipped, then the mean
+        proba = np.asarray(part.calibrators[0].predict(decision), dtype=float)
+        proba[(proba > 1.0) & (proba <= 1.0 + 1e-5)] = 1.0
+        total += proba
+    total /= len(calibrated)
+    return total
 
 
 CONTRIBUTION_ROWS = 20_000  # rows explained at a time (the per-tree values of a chunk stay a few 10 MB)
+# Explaining evaluates trees in threads (sklearn's tree predictor releases the GIL), not with OpenMP: OpenMP
+# threads that spin-wait for busy cores made small predictions take seconds on a loaded machine; a thread pool
+# only shares whole trees, and only when there are enough rows x trees for it to pay.
+EXPLAIN_THREADS = min(4, os.cpu_count() or 1)
+PARALLEL_LEAVES = 200_000
 
 
 def _shifted_probabilities(
     model: Any, x: np.ndarray, shifts: Sequence[tuple[list[int], np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """P(positive) of the rows of `x` (model.predict_proba), and rows x shifts: the same with each shift's columns
-    set to its values. A row already at those values keeps its probability, unpredicted; gradient boosting (alone
-    or in a Blend) re-evaluates only the trees that split on the shifted columns. The numbers are exactly those
-    of predict_proba on the shifted rows: the same leaves, added up in the same order."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """P(positive) of the rows of `x` (model.predict_proba), rows x shifts: the same with each shift's columns
+    set to its values, and the model's decision values on `x` (decision_function; None where not at hand). A
+    row already at those values keeps its probability, unpredicted; gradient boosting (alone or in a Blend)
+    re-evaluates only the trees that split on the shifted columns. The numbers are exactly those of
+    predict_proba and decision_function: the same leaves, added up in the same order."""
     moved = [np.flatnonzero(~np.all(x[:, columns] == values, axis=1)) for columns, values in shifts]
     parts = list(model.models) if isinstance(model, Blend) else [model]
     if isinstance(model, Blend) and not all(
@@ -189,14 +234,16 @@ def _shifted_probabilities(
         parts = [model]  # an unusual blend: predict it as a whole
     per_part = [_part_probabilities(part, x, shifts, moved) for part in parts]
     if len(per_part) == 1:
-        base, shifted = per_part[0]
+        base, shifted, decision = per_part[0]
     else:  # a Blend: the mean of its models' probabilities, as Blend.predict_proba takes it
         base = np.mean([probabilities[0] for probabilities in per_part], axis=0)
         shifted = np.mean([probabilities[1] for probabilities in per_part], axis=0)
+    if isinstance(model, Blend):
+        decision = Blend.log_odds(base)
     result = np.repeat(base[:, None], len(shifts), axis=1)
     for slot, rows in enumerate(moved):
         result[rows, slot] = shifted[rows, slot]
-    return base, result
+    return base, result, decision
 
 
 def _is_linear(model: Any) -> bool:
@@ -205,8 +252,8 @@ def _is_linear(model: Any) -> bool:
 
 def _part_probabilities(
     model: Any, x: np.ndarray, shifts: Sequence[tuple[list[int], np.ndarray]], moved: Sequence[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(P(positive) of x, rows x shifts where moved) for one model."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(P(positive) of x, rows x shifts where moved, the decision values of x if at hand) for one model."""
     shifted = np.zeros((len(x), len(shifts)))
     if isinstance(model, HistGradientBoostingClassifier) and _tree_sum_ready(model):
         return _tree_probabilities(model, x, shifts, moved)
@@ -223,7 +270,7 @@ def _part_probabilities(
         for slot, rows in enumerate(moved):
             shifted[rows, slot] = predicted[start : start + len(rows)]
             start += len(rows)
-    return base, shifted
+    return base, shifted, None
 
 
 def _tree_sum_ready(model: HistGradientBoostingClassifier) -> bool:
@@ -241,25 +288,46 @@ def _tree_probabilities(
     x: np.ndarray,
     shifts: Sequence[tuple[list[int], np.ndarray]],
     moved: Sequence[np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = model._preprocess_X(x, reset=False)
     known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
     trees = [predictors[0] for predictors in model._predictors]
-    # Trees x rows: the leaf value each row reaches in each tree (sklearn's own predictor, on one thread), and
-    # the features each tree splits on.
+
+    def evaluate(into: np.ndarray, rows: np.ndarray, which: Sequence[int]) -> None:
+        """into[t] = the leaf value each row of `rows` reaches in tree t, for t in `which`: sklearn's own
+        predictor, one thread per call, the trees shared out between EXPLAIN_THREADS threads (the predictor
+        runs without the GIL) when there is enough to share."""
+
+        def some(part: Sequence[int]) -> None:
+            for t in part:
+                into[t] = trees[t].predict(rows, known_categories, feature_map, 1)
+
+        threads = min(EXPLAIN_THREADS, len(which)) if len(rows) * len(which) >= PARALLEL_LEAVES else 1
+        if threads <= 1:
+            some(which)
+            return
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(some, [which[n::threads] for n in range(threads)]))
+
+    # Trees x rows: the leaf value each row reaches in each tree, and the features each tree splits on.
     leaves = np.zeros((len(trees), len(x)))
-    for t, tree in enumerate(trees):
-        leaves[t] = tree.predict(x, known_categories, feature_map, 1)
+    evaluate(leaves, x, range(len(trees)))
     splits = [set(tree.nodes["feature_idx"][~tree.nodes["is_leaf"].astype(bool)].tolist()) for tree in trees]
 
-    def probabilities(values: np.ndarray) -> np.ndarray:
+    def raw_predictions(values: np.ndarray) -> np.ndarray:
+        """decision_function's numbers: the baseline plus each tree's leaf, added tree by tree as
+        _predict_iterations does."""
         raw = np.zeros((values.shape[1], 1), dtype=model._baseline_prediction.dtype, order="F")
         raw += model._baseline_prediction
-        for tree_values in values:  # tree by tree, as _predict_iterations adds them up
+        for tree_values in values:
             raw[:, 0] += tree_values
+        return raw
+
+    def probabilities(raw: np.ndarray) -> np.ndarray:
         return np.asarray(model._loss.predict_proba(raw)[:, 1], dtype=float)
 
-    base = probabilities(leaves)
+    raw = raw_predictions(leaves)
+    base = probabilities(raw)
     shifted = np.zeros((len(x), len(shifts)))
     for slot, ((columns, values), rows) in enumerate(zip(shifts, moved, strict=True)):
         if not len(rows):
@@ -267,11 +335,9 @@ def _tree_probabilities(
         batch = x[rows]
         batch[:, columns] = values
         changed = leaves[:, rows]
-        for t, tree in enumerate(trees):
-            if splits[t] & set(columns):
-                changed[t] = tree.predict(batch, known_categories, feature_map, 1)
-        shifted[rows, slot] = probabilities(changed)
-    return base, shifted
+        evaluate(changed, batch, [t for t in range(len(trees)) if splits[t] & set(columns)])
+        shifted[rows, slot] = probabilities(raw_predictions(changed))
+    return base, shifted, raw[:, 0].copy()
 
 
 def feature_groups(columns: Sequence[str]) -> tuple[list[list[int]], list[str]]:

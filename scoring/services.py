@@ -281,11 +281,8 @@ def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, An
             raw = features(history, settings, kind, now, ids, artifact.key_events)
             x = artifact.spec.matrix(raw)
         # One thread: OpenMP threads that wait for busy cores (other workers) made predicting 10 rows take seconds.
-        with threadpool_limits(limits=1):
-            with _phase("predict"):
-                values = artifact.trained.predict(x)
-            with _phase("contributions"):
-                groups, contributions = artifact.trained.contributions(x)
+        with threadpool_limits(limits=1), _phase("predict and explain"):
+            values, groups, contributions = artifact.trained.scores_and_contributions(x)
         with _phase("reasons"):
             reasons = _model_reasons(artifact, raw, groups, contributions, peers)
         with _phase("details"):

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 from django.db import transaction
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -28,9 +30,10 @@ from sklearn.preprocessing import StandardScaler
 from accounts.models import Account, EndUser, Membership, StageChange
 from plgapp.models import Tenant
 from plgapp.services import tenant_create
+from scoring import learn
 from scoring.datasets import features
 from scoring.generator import generate
-from scoring.learn import Blend, Trained, feature_groups, percentiles
+from scoring.learn import Blend, Trained, calibrated_from_decision, feature_groups, percentiles
 from scoring.models import Score, ScoreHistory, ScoreKind
 from scoring.reasons import pick
 from scoring.services import _reason_rows as reason_rows
@@ -143,6 +146,46 @@ def test_contributions_of_a_logistic_regression_and_of_a_blend_equal_predictions
         expected_ranked, expected = _by_definition(trained, x)
         assert ranked == expected_ranked
         np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_scores_taken_from_the_explanation_equal_the_calibrated_models_predictions_exactly(
+    method: str, monkeypatch: Any
+) -> None:
+    x, y, columns = _data()
+    boosted = HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=8, random_state=3).fit(x, y)
+    linear = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression()).fit(x, y)
+    for base in (boosted, linear, Blend([boosted, linear]).fit(x, y)):
+        calibrated = CalibratedClassifierCV(FrozenEstimator(base), method=method).fit(x[:1500], y[:1500])
+        trained = _trained(base, x, columns)
+        trained.model = calibrated
+        if base is not linear:  # trees: the scores come from the explanation's decision values, no second pass
+            monkeypatch.setattr(trained, "predict", lambda _x: pytest.fail("predicted the rows a second time"))
+
+        values, ranked, fast = trained.scores_and_contributions(x)
+
+        assert np.array_equal(values, calibrated.predict_proba(x)[:, 1]), type(base).__name__
+        ranked_alone, alone = trained.contributions(x)
+        assert ranked == ranked_alone
+        assert np.array_equal(fast, alone)
+        monkeypatch.undo()
+    assert calibrated_from_decision(boosted, boosted.decision_function(x)) is None  # not calibrated: predict it
+
+
+def test_trees_shared_out_between_threads_give_the_same_numbers_as_one_thread(monkeypatch: Any) -> None:
+    x, y, columns = _data()
+    model = HistGradientBoostingClassifier(max_iter=120, max_leaf_nodes=8, random_state=4).fit(x, y)
+    trained = _trained(model, x, columns)
+    monkeypatch.setattr(learn, "EXPLAIN_THREADS", 3)
+    monkeypatch.setattr(learn, "PARALLEL_LEAVES", 1)  # every evaluation threaded
+    threaded = trained.scores_and_contributions(x)
+    monkeypatch.setattr(learn, "PARALLEL_LEAVES", 10**12)  # none
+    single = trained.scores_and_contributions(x)
+
+    assert np.array_equal(threaded[0], single[0])
+    assert threaded[1] == single[1]
+    assert np.array_equal(threaded[2], single[2])
+    assert np.array_equal(threaded[2], _by_definition(trained, x)[1])
 
 
 # --- loading only what changed, writing scores ------------------------------------------------------------------
