@@ -185,19 +185,20 @@ class Trained:
             decisions.append(decision)
         values = None
         if all(decision is not None for decision in decisions):
-            values = calibrated_from_decision(self.model, np.concatenate(decisions))  # type: ignore[arg-type]
+            values = calibrated_from_decision(self.model, self.base, np.concatenate(decisions))  # type: ignore[arg-type]
         return (self.predict(x) if values is None else values), ranked, result
 
 
-def calibrated_from_decision(model: Any, decision: np.ndarray) -> np.ndarray | None:
-    """P(positive) as `model.predict_proba(x)[:, 1]` gives it — a CalibratedClassifierCV over a binary estimator
-    with a decision function — from the estimator's decision values on x; None for any other model."""
+def calibrated_from_decision(model: Any, base: Any, decision: np.ndarray) -> np.ndarray | None:
+    """P(positive) as `model.predict_proba(x)[:, 1]` gives it — a CalibratedClassifierCV of the binary estimator
+    `base`, which has a decision function — from base's decision values on x; None for any other model."""
     if not isinstance(model, CalibratedClassifierCV) or len(model.classes_) != 2:
         return None
     calibrated = model.calibrated_classifiers_
     if not all(
         part.method in ("sigmoid", "isotonic") and len(part.calibrators) == 1
-        and hasattr(part.estimator, "decision_function")
+        and getattr(part.estimator, "estimator", part.estimator) is base
+        and hasattr(base, "decision_function")
         for part in calibrated
     ):  # fmt: skip
         return None

@@ -169,7 +169,10 @@ def test_scores_taken_from_the_explanation_equal_the_calibrated_models_predictio
         assert ranked == ranked_alone
         assert np.array_equal(fast, alone)
         monkeypatch.undo()
-    assert calibrated_from_decision(boosted, boosted.decision_function(x)) is None  # not calibrated: predict it
+    decision = boosted.decision_function(x)
+    assert calibrated_from_decision(boosted, boosted, decision) is None  # not calibrated: predict it
+    other = CalibratedClassifierCV(FrozenEstimator(linear)).fit(x, y)
+    assert calibrated_from_decision(other, boosted, decision) is None  # a calibration of another model
 
 
 def test_trees_shared_out_between_threads_give_the_same_numbers_as_one_thread(monkeypatch: Any) -> None:
