@@ -218,14 +218,28 @@ class TenantManager[M: models.Model](models.Manager[M]):
                 params,
             )
 
-    def copy(self, tenant: Tenant | int, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """COPY rows into this model's table for one tenant: the door puts the tenant id first in every row."""
+    def copy(
+        self,
+        tenant: Tenant | int,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        conflict: Sequence[str] = (),
+        update: Sequence[str] = (),
+    ) -> None:
+        """COPY rows into this model's table for one tenant: the door puts the tenant id first in every row.
+        With `conflict` (the columns after tenant_id of a unique constraint), a row whose key is there already
+        replaces its `update` columns instead (an upsert)."""
         prefix = f"{_tenant_id(tenant)}\t"
         text = "".join(prefix + "\t".join(map(copy_text, row)) + "\n" for row in rows)
         if not text:
             return
         column_list = ", ".join(["tenant_id", *columns])
         table = self.model._meta.db_table
+        upsert = ""
+        if conflict:
+            assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in update)
+            upsert = f" ON CONFLICT ({', '.join(['tenant_id', *conflict])}) DO UPDATE SET {assignments}"
         # Row-level security refuses COPY into the table itself (plgapp/rls.py): the rows go to a private staging
         # table of this session, then move in one INSERT, which the tenant policy checks row by row. ON COMMIT
         # DELETE ROWS empties the staging table at each commit without leaving dead rows behind.
@@ -240,7 +254,7 @@ class TenantManager[M: models.Model](models.Manager[M]):
             )
             cursor.execute(
                 f"WITH moved AS (DELETE FROM {staging} RETURNING {column_list}) "  # noqa: S608 - model columns
-                f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved"
+                f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved{upsert}"
             )
 
 

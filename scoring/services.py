@@ -64,7 +64,7 @@ LEARNED_KINDS = (ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.HEALTH)
 HISTORY_MIN_CHANGE = 0.01
 SCORING_LOOKBACK_DAYS = max(WINDOWS) + 70  # the longest window, plus the trend's previous 30 days, plus slack
 PAIR_LOOKBACK_DAYS = 31  # user-in-account activity is read over 30 days (active seats, champions), plus a day
-WRITE_BATCH = 20_000  # scores per INSERT statement
+WRITE_BATCH = 20_000  # scores per COPY
 MEMBERSHIP_KEYS: dict[str, list[str]] = {EntityType.MEMBERSHIP: ["role"]}  # the membership property features read
 # What training each kind reads: the rollup levels, and whose properties.
 TRAINING_DATA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -531,17 +531,12 @@ def _ranks_among_stored(tenant: Tenant, kind: str, ids: np.ndarray, values: np.n
     return np.clip(np.round(100.0 * at_or_below / size), 0, 100).astype(int)
 
 
-# One statement per batch: the rows travel as one JSON document (cheaper than a parameter per value).
-UPSERT_SCORES = """
-INSERT INTO scoring_score (tenant_id, kind, entity_type, entity_id, value, percentile, grade, reasons, model_version,
-                           rule_based, computed_at, details)
-SELECT %(tenant)s, %(kind)s, %(entity_type)s, r.e, r.v, r.p, r.g, r.r, %(version)s, %(rule_based)s, %(now)s, r.d
-  FROM json_to_recordset(%(rows)s::json) AS r(e bigint, v float8, p int, g int, r jsonb, d jsonb)
-ON CONFLICT (tenant_id, kind, entity_type, entity_id) DO UPDATE SET
-    value = EXCLUDED.value, percentile = EXCLUDED.percentile, grade = EXCLUDED.grade, reasons = EXCLUDED.reasons,
-    model_version = EXCLUDED.model_version, rule_based = EXCLUDED.rule_based, computed_at = EXCLUDED.computed_at,
-    details = EXCLUDED.details
-"""
+# Scores are upserted through the COPY door: each row's reasons and details are parsed once, as jsonb, instead of
+# the whole batch travelling as one JSON document (a 40 MB statement parsed as JSON, then each field again).
+SCORE_COLUMNS = ("kind", "entity_type", "entity_id", "value", "percentile", "grade", "reasons", "model_version",
+                 "rule_based", "computed_at", "details")  # fmt: skip
+SCORE_KEY = ("kind", "entity_type", "entity_id")
+SCORE_UPDATED = tuple(column for column in SCORE_COLUMNS if column not in SCORE_KEY)
 
 
 def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now: datetime, *,
@@ -551,6 +546,8 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
     cost more than computing it."""
     ids = np.asarray(computed.ids, dtype=np.int64)
     values = np.asarray(computed.values, dtype=float)
+    if not np.isfinite(values).all():  # a model or rule bug: write nothing rather than a NaN score
+        raise ValueError(f"{kind}: {int((~np.isfinite(values)).sum())} scores are not finite numbers")
     with _phase("write: read stored"):
         stored = _stored(tenant, kind, None if full else candidates)
         ranks = percentiles(values, values) if full else _ranks_among_stored(tenant, kind, ids, values, stored)
@@ -586,18 +583,17 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
                     "AND entity_id = ANY(%(ids)s::bigint[])",
                     {"kind": kind, "ids": _id_array(stale.tolist())},
                 )
+        version, rule_based, at = computed.model_version, computed.rule_based, now.isoformat()
         for start in range(0, len(id_list), WRITE_BATCH):
             with _phase("write: encode"):
-                rows = orjson.dumps([
-                    {"e": id_list[n], "v": value_list[n], "p": rank_list[n], "g": grade_list[n],
-                     "r": computed.reasons[n], "d": details[n]}
+                rows = [
+                    (kind, entity_type, id_list[n], value_list[n], rank_list[n], grade_list[n],
+                     orjson.dumps(computed.reasons[n]).decode(), version, rule_based, at,
+                     orjson.dumps(details[n]).decode())
                     for n in range(start, min(start + WRITE_BATCH, len(id_list)))
-                ]).decode()  # fmt: skip
+                ]  # fmt: skip
             with _phase("write: upsert"):
-                Score.objects.sql(tenant, UPSERT_SCORES, {
-                    "kind": kind, "entity_type": entity_type, "version": computed.model_version,
-                    "rule_based": computed.rule_based, "now": now, "rows": rows,
-                })  # fmt: skip
+                Score.objects.copy(tenant, SCORE_COLUMNS, rows, conflict=SCORE_KEY, update=SCORE_UPDATED)
         with _phase("write: history"):
             if moved.any():  # copied from the rows just written, inside the database
                 Score.objects.sql(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from accounts.models import Account, EndUser, Membership
 from plgapp.keys import KeyKind
 from plgapp.models import ApiKey, TenantManager, TenantMember, TenantScopedModel, TenantScopeError
 from plgapp.services import api_key_create
+from signals.models import DailyRollup
 from tests.conftest import TenantWorld
 
 # (model label, field) pairs that may be unique across tenants, with the reason.
@@ -214,3 +216,18 @@ def test_the_copy_door_writes_every_row_to_the_named_tenant(tenant_a: TenantWorl
 
     user = EndUser.objects.for_tenant(tenant_a.tenant).get()
     assert (user.external_id, user.email, user.properties) == ("u\t1", None, {"a": "b\\c"})
+
+
+def test_the_copy_door_upserts_within_the_named_tenant_only(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
+    columns, key = ["account_id", "end_user_id", "name", "day", "count"], ["account_id", "end_user_id", "name", "day"]
+    day = date(2026, 11, 20)
+    for world in (tenant_a, tenant_b):
+        DailyRollup.objects.copy(world.tenant, columns, [(1, 0, "opened", day, 3)])
+
+    DailyRollup.objects.copy(
+        tenant_a.tenant, columns, [(1, 0, "opened", day, 5), (2, 0, "opened", day, 1)], conflict=key, update=["count"]
+    )
+
+    mine = DailyRollup.objects.for_tenant(tenant_a.tenant).order_by("account_id").values_list("account_id", "count")
+    assert list(mine) == [(1, 5), (2, 1)]  # the row with that key replaced, the new one added
+    assert DailyRollup.objects.for_tenant(tenant_b.tenant).get().count == 3  # the same key in another tenant
