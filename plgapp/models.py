@@ -229,7 +229,7 @@ class TenantManager[M: models.Model](models.Manager[M]):
     ) -> None:
         """COPY rows into this model's table for one tenant: the door puts the tenant id first in every row.
         With `conflict` (the columns after tenant_id of a unique constraint), a row whose key is there already
-        replaces its `update` columns instead (an upsert)."""
+        replaces its `update` columns instead (an upsert), or is dropped when `update` names none."""
         prefix = f"{_tenant_id(tenant)}\t"
         text = "".join(prefix + "\t".join(map(copy_text, row)) + "\n" for row in rows)
         if not text:
@@ -239,7 +239,8 @@ class TenantManager[M: models.Model](models.Manager[M]):
         upsert = ""
         if conflict:
             assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in update)
-            upsert = f" ON CONFLICT ({', '.join(['tenant_id', *conflict])}) DO UPDATE SET {assignments}"
+            action = f"DO UPDATE SET {assignments}" if update else "DO NOTHING"
+            upsert = f" ON CONFLICT ({', '.join(['tenant_id', *conflict])}) {action}"
         # Row-level security refuses COPY into the table itself (plgapp/rls.py): the rows go to a private staging
         # table of this session, then move in one INSERT, which the tenant policy checks row by row. ON COMMIT
         # DELETE ROWS empties the staging table at each commit without leaving dead rows behind.

@@ -195,10 +195,9 @@ def calibrated_from_decision(model: Any, base: Any, decision: np.ndarray) -> np.
     if not isinstance(model, CalibratedClassifierCV) or len(model.classes_) != 2:
         return None
     calibrated = model.calibrated_classifiers_
-    if not all(
+    if not hasattr(base, "decision_function") or not all(
         part.method in ("sigmoid", "isotonic") and len(part.calibrators) == 1
         and getattr(part.estimator, "estimator", part.estimator) is base
-        and hasattr(base, "decision_function")
         for part in calibrated
     ):  # fmt: skip
         return None
@@ -290,25 +289,39 @@ def _tree_probabilities(
     shifts: Sequence[tuple[list[int], np.ndarray]],
     moved: Sequence[np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    trees = [predictors[0] for predictors in model._predictors]
+    threads = min(EXPLAIN_THREADS, len(trees)) if len(x) * len(trees) >= PARALLEL_LEAVES else 1
+    if threads <= 1:
+        return _tree_probabilities_with(model, trees, x, shifts, moved, None, 1)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return _tree_probabilities_with(model, trees, x, shifts, moved, pool, threads)
+
+
+def _tree_probabilities_with(
+    model: HistGradientBoostingClassifier,
+    trees: Sequence[Any],
+    x: np.ndarray,
+    shifts: Sequence[tuple[list[int], np.ndarray]],
+    moved: Sequence[np.ndarray],
+    pool: ThreadPoolExecutor | None,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = model._preprocess_X(x, reset=False)
     known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
-    trees = [predictors[0] for predictors in model._predictors]
 
     def evaluate(into: np.ndarray, rows: np.ndarray, which: Sequence[int]) -> None:
         """into[t] = the leaf value each row of `rows` reaches in tree t, for t in `which`: sklearn's own
-        predictor, one thread per call, the trees shared out between EXPLAIN_THREADS threads (the predictor
-        runs without the GIL) when there is enough to share."""
+        predictor, one thread per call, the trees shared out between the pool's threads (the predictor runs
+        without the GIL) when there is enough to share."""
 
         def some(part: Sequence[int]) -> None:
             for t in part:
                 into[t] = trees[t].predict(rows, known_categories, feature_map, 1)
 
-        threads = min(EXPLAIN_THREADS, len(which)) if len(rows) * len(which) >= PARALLEL_LEAVES else 1
-        if threads <= 1:
+        if pool is None or len(rows) * len(which) < PARALLEL_LEAVES:
             some(which)
             return
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(some, [which[n::threads] for n in range(threads)]))
+        list(pool.map(some, [which[n::threads] for n in range(threads)]))
 
     # Trees x rows: the leaf value each row reaches in each tree, and the features each tree splits on.
     leaves = np.zeros((len(trees), len(x)))
@@ -336,7 +349,8 @@ def _tree_probabilities(
         batch = x[rows]
         batch[:, columns] = values
         changed = leaves[:, rows]
-        evaluate(changed, batch, [t for t in range(len(trees)) if splits[t] & set(columns)])
+        touched = set(columns)
+        evaluate(changed, batch, [t for t in range(len(trees)) if splits[t] & touched])
         shifted[rows, slot] = probabilities(raw_predictions(changed))
     return base, shifted, raw[:, 0].copy()
 

@@ -231,3 +231,16 @@ def test_the_copy_door_upserts_within_the_named_tenant_only(tenant_a: TenantWorl
     mine = DailyRollup.objects.for_tenant(tenant_a.tenant).order_by("account_id").values_list("account_id", "count")
     assert list(mine) == [(1, 5), (2, 1)]  # the row with that key replaced, the new one added
     assert DailyRollup.objects.for_tenant(tenant_b.tenant).get().count == 3  # the same key in another tenant
+
+
+def test_the_copy_door_keeps_existing_rows_when_an_upsert_updates_nothing(tenant_a: TenantWorld) -> None:
+    columns, key = ["account_id", "end_user_id", "name", "day", "count"], ["account_id", "end_user_id", "name", "day"]
+    day = date(2026, 11, 20)
+    DailyRollup.objects.copy(tenant_a.tenant, columns, [(1, 0, "opened", day, 3)])
+
+    DailyRollup.objects.copy(
+        tenant_a.tenant, columns, [(1, 0, "opened", day, 5), (2, 0, "opened", day, 1)], conflict=key
+    )
+
+    mine = DailyRollup.objects.for_tenant(tenant_a.tenant).order_by("account_id").values_list("account_id", "count")
+    assert list(mine) == [(1, 3), (2, 1)]

@@ -778,6 +778,16 @@ def main(argv: list[str] | None = None) -> int:
             history = services.scoring_history(tenant=tenant, kinds=account_kinds, now=at)
         return sum(services.scores_refresh(tenant=tenant, kind=k, now=at, history=history) for k in account_kinds)
 
+    def measure_accounts(
+        at: datetime, note: str, profiler: cProfile.Profile | None = None
+    ) -> tuple[float, dict[str, float]]:
+        """Time account_rescore at `at`, print its line and phases; (seconds, phases)."""
+        written, seconds, phases = timed(partial(account_rescore, at), profiler)
+        say(f"  ACCOUNTS    {seconds:7.2f} s  {accounts:>9,} accounts    {_rate(accounts, seconds)}   {written:>9,} "
+            f"scores written (conversion + churn on one load{note})")  # fmt: skip
+        _print_phases(say, phases, seconds)
+        return seconds, phases
+
     def full_rescore(label: str, at: datetime, profile: Path | None = None) -> dict[str, Any]:
         """Three ways: each kind on its own (it loads what it needs), the accounts' kinds on one load (the
         target's figure), and the hourly job (scores_refresh_all: one load for every kind)."""
@@ -795,10 +805,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "per_s": round(size / seconds) if seconds else None,
                                      "phases": {k: round(v, 2) for k, v in phases.items()}}  # fmt: skip
 
-        written, seconds, phases = timed(partial(account_rescore, at), profiler)
-        say(f"  ACCOUNTS    {seconds:7.2f} s  {accounts:>9,} accounts    {_rate(accounts, seconds)}   {written:>9,} "
-            "scores written (conversion + churn on one load)")  # fmt: skip
-        _print_phases(say, phases, seconds)
+        seconds, phases = measure_accounts(at, "", profiler)
         result["accounts"] = {"seconds": round(seconds, 2), "per_s": round(accounts / seconds),
                               "phases": {k: round(v, 2) for k, v in phases.items()}}  # fmt: skip
         written_all, seconds, phases = timed(lambda: services.scores_refresh_all(tenant=tenant, now=at))
@@ -822,10 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for run in range(args.target_only):
             at = now + timedelta(days=run)  # a new day each run: every score moves and gets a history row
-            written, seconds, phases = timed(partial(account_rescore, at), profiler=None)
-            say(f"  ACCOUNTS    {seconds:7.2f} s  {accounts:>9,} accounts    {_rate(accounts, seconds)}   "
-                f"{written:>9,} scores written (conversion + churn on one load, {at:%Y-%m-%d})")  # fmt: skip
-            _print_phases(say, phases, seconds)
+            seconds, _phases = measure_accounts(at, f", {at:%Y-%m-%d}")
             runs.append(round(seconds, 2))
         figures["target_only"] = runs
         if args.json:
