@@ -85,6 +85,8 @@ class EndUser(TenantScopedModel):
             ),
             models.UniqueConstraint(fields=["tenant", "email"], condition=Q(email__isnull=False), name="enduser_email"),
         ]
+        # Both unique keys are partial: a scan of one tenant's users (pages by id, a tenant's deletion) needs this.
+        indexes = [models.Index(fields=["tenant", "id"], name="enduser_tenant_id")]
 
     def __str__(self) -> str:
         return self.external_id or self.email or f"user {self.pk}"

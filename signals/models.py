@@ -17,7 +17,9 @@ class Event(TenantScopedModel):
     """One event. `device_id` keeps anonymous events until the device is linked to a user."""
 
     id = models.BigAutoField(primary_key=True)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False, db_constraint=False)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="+", editable=False, db_constraint=False, db_index=False
+    )
     name = models.CharField(max_length=255)
     # No database-side foreign keys (ADR 0005): they halve the insert rate of the busiest table. Deletes
     # still cascade (Django's collector), merges move events explicitly, ids come from the resolver.

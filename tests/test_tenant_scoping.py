@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.apps import apps
-from django.db import models
+from django.db import connection, models
 from django.utils.timezone import now
 
 from accounts.models import Account, EndUser, Membership
@@ -58,6 +58,39 @@ def test_every_unique_constraint_and_index_of_tenant_data_leads_with_tenant() ->
             if not index.fields or index.fields[0] != "tenant":
                 offenders.append(f"{label} index {index.name} does not start with tenant")
     assert offenders == []
+
+
+# Every index of a table as PostgreSQL has it: (table, index, columns in order, unique, partial).
+_INDEXES_SQL = """
+SELECT t.relname, i.relname, array_agg(a.attname ORDER BY k.n), ix.indisunique, ix.indpred IS NOT NULL
+FROM pg_index AS ix
+JOIN pg_class AS i ON i.oid = ix.indexrelid
+JOIN pg_class AS t ON t.oid = ix.indrelid
+CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, n)
+JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = k.attnum
+WHERE t.relname = ANY(%s) AND NOT ix.indisprimary
+GROUP BY t.relname, i.relname, ix.indisunique, ix.indpred
+"""
+
+
+@pytest.mark.django_db
+def test_every_tenant_table_is_indexed_by_tenant_first_and_never_by_tenant_alone() -> None:
+    """Deleting a tenant and every tenant-scoped scan need an index led by tenant_id on each table; an index on a
+    column that another index already leads with is only upkeep on every write (the busiest tables are these)."""
+    tables = [model._meta.db_table for model in tenant_owned_models()]
+    with connection.cursor() as cursor:
+        cursor.execute(_INDEXES_SQL, [tables])
+        indexes = cursor.fetchall()
+    whole = [(table, columns) for table, _name, columns, _unique, partial in indexes if not partial]
+    unled = [table for table in tables if not any(t == table and columns[0] == "tenant_id" for t, columns in whole)]
+    redundant = [
+        f"{table}.{name}"
+        for table, name, columns, unique, partial in indexes
+        if len(columns) == 1 and not unique and not partial
+        and any(t == table and len(other) > 1 and other[0] == columns[0] for t, other in whole)
+    ]  # fmt: skip
+    assert unled == [], "tenant tables without an index led by tenant_id"
+    assert redundant == [], "single-column indexes that another index already leads with"
 
 
 @pytest.mark.django_db
