@@ -110,11 +110,12 @@ class Score(TenantScopedModel):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "kind", "entity_type", "entity_id"], name="score_entity"),
+            # Entity first, kind last: the same index finds one score and every score of an entity (its page),
+            # so the busiest write of scoring keeps one index fewer.
+            models.UniqueConstraint(fields=["tenant", "entity_type", "entity_id", "kind"], name="score_entity"),
         ]
         indexes = [
             models.Index(fields=["tenant", "kind", "value"], name="score_tenant_kind_value"),
-            models.Index(fields=["tenant", "entity_type", "entity_id"], name="score_tenant_entity"),
             # The PQA list's order (scoring/pqls.py): accounts by conversion, walked from a keyset position and
             # stopped after one page — only the account conversion rows, so health and champion writes skip it.
             models.Index(

@@ -15,16 +15,18 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from accounts.models import EntityType, Membership, PropertyChange, PropertyDefinition, StageChange
+from plgapp import rls
 from plgapp.models import Tenant
 
 WINDOWS = (1, 7, 30, 90)
@@ -44,6 +46,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ORDINAL = "(day - DATE '0001-01-01' + 1)"  # date.toordinal() in SQL
 _BUCKETS = 8  # aggregates are split this many ways, so no single value nears PostgreSQL's 1 GB limit
 LOAD_WORK_MEM = "64MB"  # per sort or hash of the loading queries (PostgreSQL's default, 4MB, spills to disk)
+LOAD_THREADS = 3  # a whole tenant's loading queries run on this many connections at once (see load_history)
 
 
 def micros(at: datetime) -> int:
@@ -329,7 +332,6 @@ def _properties(
     tenant: Tenant,
     entity_types: Sequence[str],
     scope: Scope | None,
-    memberships: Memberships,
     keys: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, dict[str, KeyChanges]]:
     where = ""
@@ -341,9 +343,10 @@ def _properties(
         where += (
             " AND ((entity_type = 'account' AND entity_id = ANY(%(accounts)s::bigint[])) OR "
             "(entity_type = 'user' AND entity_id = ANY(%(users)s::bigint[])) OR "
-            "(entity_type = 'membership' AND entity_id = ANY(%(memberships)s::bigint[])))"
+            "(entity_type = 'membership' AND entity_id IN (SELECT id FROM accounts_membership WHERE tenant_id = "
+            "%(tenant)s AND (account_id = ANY(%(accounts)s::bigint[]) OR end_user_id = ANY(%(users)s::bigint[])))))"
         )
-        params.update(accounts=list(scope.accounts), users=list(scope.users), memberships=memberships.pk.tolist())
+        params.update(accounts=list(scope.accounts), users=list(scope.users))
     rows = PropertyChange.objects.sql(
         tenant,
         "SELECT entity_type, key, array_send(array_agg(entity_id)), "  # noqa: S608 - constant names
@@ -382,36 +385,55 @@ def _stages(tenant: Tenant, scope: Scope | None) -> dict[tuple[str, int], list[t
     return stages
 
 
-def _first_days(tenant: Tenant, loaded: dict[str, Rollups], since: date | None, scope: Scope | None) -> FirstDays:
-    """The first day with activity of every loaded account (account level) and user (user level): the earliest
-    loaded day, or an earlier one from the rows before `since` (asked of the database)."""
+_FIRST_DAY_LEVELS = (
+    (EntityType.ACCOUNT, "account", "account_id", "end_user_id = 0"),
+    (EntityType.USER, "user", "end_user_id", "account_id = 0"),
+)
+
+
+def _property_types(tenant: Tenant) -> dict[tuple[str, str], str]:
+    rows = PropertyDefinition.objects.for_tenant(tenant).values_list("entity_type", "key", "type")
+    return {(entity_type, key): kind for entity_type, key, kind in rows}
+
+
+def _older_first_days(
+    tenant: Tenant, levels: Sequence[str], since: date | None, scope: Scope | None
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """level -> (entity ids, first day) parts of the accounts (account level) and users (user level) with
+    activity before `since`, the days not loaded (nothing when everything was loaded)."""
     from signals.models import DailyRollup
 
-    first = FirstDays()
-    for entity_type, level, column, where in (
-        (EntityType.ACCOUNT, "account", "account_id", "end_user_id = 0"),
-        (EntityType.USER, "user", "end_user_id", "account_id = 0"),
-    ):
-        if level not in loaded:
+    older: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for _entity_type, level, column, where in _FIRST_DAY_LEVELS:
+        if level not in levels or since is None:
             continue
-        rollups = loaded[level]
-        entities, days = [rollups.entity], [rollups.day]
-        if since is not None:
-            params: dict[str, Any] = {"since": since}
-            if scope is not None:
-                where += f" AND {column} = ANY(%(ids)s::bigint[])"
-                params["ids"] = list(scope.users if level == "user" else scope.accounts)
+        params: dict[str, Any] = {"since": since}
+        if scope is not None:
+            where += f" AND {column} = ANY(%(ids)s::bigint[])"
+            params["ids"] = list(scope.users if level == "user" else scope.accounts)
+        older[level] = [
+            (pg_array(ids), pg_array(firsts, "i4"))
             for ids, firsts in DailyRollup.objects.sql(
                 tenant,
                 f"SELECT array_send(array_agg(entity)), array_send(array_agg(first)) FROM (SELECT {column} AS entity, "  # noqa: S608 - constant names
                 f"min{_ORDINAL} AS first FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND {where} "
                 f"AND day < %(since)s GROUP BY {column}) AS older",
                 params,
-            ):
-                entities.append(pg_array(ids))
-                days.append(pg_array(firsts, "i4"))
+            )
+        ]
+    return older
+
+
+def _first_days(loaded: dict[str, Rollups], older: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> FirstDays:
+    """The first day with activity of every loaded account (account level) and user (user level): the earliest
+    loaded day, or an earlier one from the rows before them (`_older_first_days`)."""
+    first = FirstDays()
+    for entity_type, level, _column, _where in _FIRST_DAY_LEVELS:
+        if level not in loaded:
+            continue
+        parts = [(loaded[level].entity, loaded[level].day), *older.get(level, [])]
         first.ids[entity_type], first.days[entity_type] = _earliest_by_entity(
-            np.concatenate(entities), np.concatenate(days)
+            np.concatenate([ids for ids, _days in parts]), np.concatenate([days for _ids, days in parts])
         )
     return first
 
@@ -456,43 +478,74 @@ def load_history(
     - `live_at`: loaded at this instant to score live: features at it also see the day under way;
     - `scope`: only these accounts and users (and their memberships): rescoring a few changed entities.
     First days of activity are always those of all time. Everything moves as binary arrays (`pg_array`)."""
-    with transaction.atomic():
-        # Big aggregates: room to hash them in memory (no spill to disk), and no JIT compiling (it does not pay
-        # here). Both only until this transaction ends; the WHERE is the tenant door's rule, true for any tenant.
-        PropertyDefinition.objects.sql(
-            tenant,
-            "SELECT set_config('work_mem', %(work_mem)s, true), set_config('jit', 'off', true) "
-            "WHERE %(tenant)s IS NOT NULL",
-            {"work_mem": LOAD_WORK_MEM},
-        )
-        loaded = _rollups(
-            tenant, {level: (pairs_since or since) if level == "pair" else since for level in levels}, scope
-        )
-        memberships = _memberships(tenant, scope)
-        types = {
-            (entity_type, key): kind
-            for entity_type, key, kind in PropertyDefinition.objects.for_tenant(tenant).values_list(
-                "entity_type", "key", "type"
-            )
-        }
-        history = History(
-            tenant_id=tenant.pk,
-            account_rollups=loaded.get("account", Rollups.empty()),
-            user_rollups=loaded.get("user", Rollups.empty()),
-            pair_rollups=loaded.get("pair", Rollups.empty()),
-            properties=_properties(tenant, entity_types, scope, memberships, property_keys),
-            stages=_stages(tenant, scope),
-            memberships=memberships,
-            property_types=types,
-        )
-        history.first_day = _first_days(tenant, loaded, since, scope)
-        history.levels, history.live_at = tuple(loaded), live_at
-        if active_pairs_at is not None:
-            day = visible_before(history, active_pairs_at)
-            history.active_pairs[day] = _active_pairs(tenant, date.fromordinal(day), scope)
+    since_of = {level: (pairs_since or since) if level == "pair" else since for level in levels}
+    active_day = None if active_pairs_at is None else _visible_day(active_pairs_at, live_at)
+    queries: dict[str, Callable[[], Any]] = {  # the biggest first: with threads, they start at once
+        "rollups": lambda: _rollups(tenant, since_of, scope),
+        "properties": lambda: _properties(tenant, entity_types, scope, property_keys),
+        "active_pairs": lambda: None if active_day is None else _active_pairs(tenant, active_day, scope),
+        "memberships": lambda: _memberships(tenant, scope),
+        "stages": lambda: _stages(tenant, scope),
+        "older_first_days": lambda: _older_first_days(tenant, levels, since, scope),
+        "types": lambda: _property_types(tenant),
+    }
+    # A whole tenant's load runs its queries on several connections at once: PostgreSQL computes one while Python
+    # decodes another. Only outside a transaction of the caller's, whose uncommitted rows other connections could
+    # not see (each statement reads its own snapshot either way: nothing was read as of one instant before).
+    threads = LOAD_THREADS if scope is None and not connection.in_atomic_block else 1
+    got = _run_queries(tenant, queries, threads)
+    loaded: dict[str, Rollups] = got["rollups"]
+    history = History(
+        tenant_id=tenant.pk,
+        account_rollups=loaded.get("account", Rollups.empty()),
+        user_rollups=loaded.get("user", Rollups.empty()),
+        pair_rollups=loaded.get("pair", Rollups.empty()),
+        properties=got["properties"],
+        stages=got["stages"],
+        memberships=got["memberships"],
+        property_types=got["types"],
+        first_day=_first_days(loaded, got["older_first_days"]),
+        levels=tuple(loaded),
+        live_at=live_at,
+    )
+    if active_day is not None:
+        history.active_pairs[active_day] = got["active_pairs"]
     if scope is not None or not {"account", "user"} <= set(levels):
         history.name_totals = lambda: name_totals(tenant, since=since)  # only the loaded rows cannot tell
     return history
+
+
+def _run_queries(tenant: Tenant, queries: dict[str, Callable[[], Any]], threads: int) -> dict[str, Any]:
+    """Each query's result by name: in one transaction on this connection, or shared out between `threads`
+    threads, each with a connection of its own in this thread's tenant context (closed when its query is done)."""
+
+    def in_transaction(query: Callable[[], Any]) -> Any:
+        with transaction.atomic():
+            # Big aggregates: room to hash them in memory (no spill to disk), and no JIT compiling (it does not pay
+            # here). Both only until this transaction ends; the WHERE is the tenant door's rule.
+            PropertyDefinition.objects.sql(
+                tenant,
+                "SELECT set_config('work_mem', %(work_mem)s, true), set_config('jit', 'off', true) "
+                "WHERE %(tenant)s IS NOT NULL",
+                {"work_mem": LOAD_WORK_MEM},
+            )
+            return query()
+
+    if threads <= 1:
+        return in_transaction(lambda: {name: query() for name, query in queries.items()})
+    context = rls.current()
+
+    def on_own_connection(query: Callable[[], Any]) -> Any:
+        previous = rls.swap(context)
+        try:
+            return in_transaction(query)
+        finally:
+            connection.close()  # this thread's; a pool thread's connection would otherwise outlive the load
+            rls.swap(previous)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = {name: pool.submit(on_own_connection, query) for name, query in queries.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def name_totals(tenant: Tenant, *, since: date | None) -> dict[str, int]:
@@ -560,8 +613,12 @@ def visible_before(history: History, at: datetime) -> int:
     then hold exactly what had happened by `at`, so today's events move today's scores; at any other instant
     the day's bucket would mix what came before `at` with what came after (point-in-time snapshots, which
     training takes at midnights, where both rules agree)."""
+    return _visible_day(at, history.live_at)
+
+
+def _visible_day(at: datetime, live_at: datetime | None) -> int:
     day = snapshot_day(at)
-    if history.live_at is not None and at == history.live_at and at.astimezone(UTC).time() != time(0):
+    if live_at is not None and at == live_at and at.astimezone(UTC).time() != time(0):
         return day + 1
     return day
 
@@ -768,13 +825,13 @@ def _recent_pairs(history: History, cutoff: int) -> tuple[np.ndarray, np.ndarray
     return pairs.entity[recent], pairs.other[recent]
 
 
-def _active_pairs(tenant: Tenant, day: date, scope: Scope | None) -> tuple[np.ndarray, np.ndarray]:
+def _active_pairs(tenant: Tenant, day: int, scope: Scope | None) -> tuple[np.ndarray, np.ndarray]:
     """The (account, user) memberships with activity of the user in the account in the ACTIVE_SEAT_DAYS days
     before `day` (active seats count members only): one probe of the rollups' unique index per membership, much
     cheaper than grouping those days' pair-level rollups (millions of rows on a big tenant) to find them."""
     from signals.models import DailyRollup
 
-    params: dict[str, Any] = {"first": day - timedelta(days=ACTIVE_SEAT_DAYS), "day": day}
+    params: dict[str, Any] = {"first": date.fromordinal(day - ACTIVE_SEAT_DAYS), "day": date.fromordinal(day)}
     where = ""
     if scope is not None:
         where, params["ids"] = " AND m.account_id = ANY(%(ids)s::bigint[])", list(scope.accounts)
