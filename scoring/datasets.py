@@ -49,7 +49,15 @@ def eligible(history: History, settings: dict[str, Any], kind: str, at: datetime
     """The entities of `candidates` that a score of `kind` is about at instant `at`."""
     if kind in STAGE_GROUP_OF_KIND:
         wanted = STAGE_GROUP_OF_KIND[kind][0]
-        return [pk for pk in candidates if stage_group(settings, _stage(history, EntityType.ACCOUNT, pk, at)) == wanted]
+        groups: dict[str | None, str | None] = {}  # a tenant has a handful of stage names, and many accounts
+        chosen = []
+        for pk in candidates:
+            stage = _stage(history, EntityType.ACCOUNT, pk, at)
+            if stage not in groups:
+                groups[stage] = stage_group(settings, stage)
+            if groups[stage] == wanted:
+                chosen.append(pk)
+        return chosen
     if kind == ScoreKind.HEALTH:
         cutoff = visible_before(history, at)
         first = history.first_day.lookup(EntityType.USER, np.asarray(candidates, dtype=np.int64), cutoff)

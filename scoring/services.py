@@ -7,19 +7,22 @@ champion (a user within one account) is a transparent weighted score by design.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
 import orjson
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
@@ -449,8 +452,15 @@ def scores_refresh(
 ) -> int:  # fmt: skip
     """(Re)score every entity of `kind`, or only `entity_ids`; returns how many scores were written. `history`:
     one loaded by `scoring_history` for this kind (and these entities), to share between kinds."""
+    return _scored(tenant=tenant, kind=kind, now=now, entity_ids=entity_ids, history=history)()
+
+
+def _scored(
+    *, tenant: Tenant, kind: str, now: datetime, entity_ids: Iterable[int] | None, history: History | None
+) -> Callable[[], int]:
+    """Compute the scores of `kind` (see scores_refresh); what is returned writes them and says how many."""
     if kind == ScoreKind.CHAMPION:
-        return champions_refresh(tenant=tenant, now=now, account_ids=entity_ids, history=history)
+        return partial(champions_refresh, tenant=tenant, now=now, account_ids=entity_ids, history=history)
     settings = working_settings(tenant=tenant)
     full = entity_ids is None
     candidates = _candidates(tenant, kind) if full else sorted(set(entity_ids or ()))
@@ -464,8 +474,41 @@ def scores_refresh(
     # Every user has a health score, even one first seen today (training rows need history; a score does not).
     ids = candidates if kind == ScoreKind.HEALTH else eligible(history, settings, kind, now, candidates)
     computed = _compute(tenant, kind, history, settings, ids, now)
-    with _phase("write"):
-        return _write(tenant, kind, ENTITY_OF_KIND[ScoreKind(kind)], computed, now, candidates=candidates, full=full)
+
+    def write() -> int:
+        with _phase("write"):
+            entity_type = ENTITY_OF_KIND[ScoreKind(kind)]
+            return _write(tenant, kind, entity_type, computed, now, candidates=candidates, full=full)
+
+    return write
+
+
+def scores_refresh_kinds(*, tenant: Tenant, kinds: Sequence[str], now: datetime, history: History) -> dict[str, int]:
+    """Every entity of each of `kinds`, in order, over one loaded history; scores written per kind. A kind's write
+    (mostly PostgreSQL's work) runs on a connection of its own while the next kind is computed (Python's work),
+    unless the caller holds a transaction, whose rows that connection could not see. One writer, in order: champions,
+    computed as they are written (they read the stored health scores), start after every write before them."""
+    if connection.in_atomic_block:
+        return {kind: _scored(tenant=tenant, kind=kind, now=now, entity_ids=None, history=history)() for kind in kinds}
+    written: dict[str, int] = {}
+    pending: tuple[str, Future[int]] | None = None
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for kind in kinds:
+            write = _scored(tenant=tenant, kind=kind, now=now, entity_ids=None, history=history)
+            if pending is not None:
+                written[pending[0]] = pending[1].result()
+            # The caller's context (tenant, phase timings) goes with the write; its connection closes after it.
+            pending = (kind, writer.submit(contextvars.copy_context().run, _on_own_connection, write))
+        if pending is not None:
+            written[pending[0]] = pending[1].result()
+    return {kind: written[kind] for kind in kinds}
+
+
+def _on_own_connection(work: Callable[[], int]) -> int:
+    try:
+        return work()
+    finally:
+        connection.close()
 
 
 def _id_array(ids: Iterable[int]) -> str:
@@ -754,7 +797,7 @@ def scores_refresh_all(*, tenant: Tenant, now: datetime) -> dict[str, int]:
     kinds = (ScoreKind.HEALTH, ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.CHAMPION)
     with _phase("load_history"):
         history = scoring_history(tenant=tenant, kinds=kinds, now=now)
-    return {kind: scores_refresh(tenant=tenant, kind=kind, now=now, history=history) for kind in kinds}
+    return scores_refresh_kinds(tenant=tenant, kinds=kinds, now=now, history=history)
 
 
 # --- sales reps' quick actions on the PQL list ------------------------------------------------------------------------

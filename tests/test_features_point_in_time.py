@@ -11,24 +11,19 @@ change the features of a later snapshot, so the equality is not for want of anyt
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from django.db import connection, transaction
 
 from accounts.models import Account, EndUser, Membership
-from plgapp import rls
 from plgapp.models import Tenant
-from plgapp.services import tenant_create
 from scoring import datasets
 from scoring.generator import generate
 from scoring.models import ScoreKind
-from scoring.services import scoring_history, settings_get
-from signals import features as feature_loading
+from scoring.services import settings_get
 from signals.calls import (
     AccountRef,
     AddUsers,
@@ -359,60 +354,3 @@ def test_live_scoring_sees_the_day_under_way_and_snapshots_only_complete_days(te
     # A midnight is a snapshot either way: the day that begins there is not visible yet.
     midnight = datasets.midnight(T)
     assert reports(load_history(tenant, live_at=midnight), midnight) == reports(load_history(tenant), midnight)
-
-
-def _same(one: Any, other: Any, path: str = "history") -> None:
-    """Two loaded histories (or parts of them) hold the same data, array by array."""
-    if dataclasses.is_dataclass(one):
-        assert type(one) is type(other), path
-        for item in dataclasses.fields(one):
-            if item.name != "name_totals":  # a function of the tenant, not loaded data
-                _same(getattr(one, item.name), getattr(other, item.name), f"{path}.{item.name}")
-    elif isinstance(one, dict):
-        assert one.keys() == other.keys(), path
-        for key in one:
-            _same(one[key], other[key], f"{path}[{key!r}]")
-    elif isinstance(one, tuple | list) and any(isinstance(part, np.ndarray) for part in one):
-        assert len(one) == len(other), path
-        for n, (mine, theirs) in enumerate(zip(one, other, strict=True)):
-            _same(mine, theirs, f"{path}[{n}]")
-    elif isinstance(one, np.ndarray):
-        assert one.dtype == other.dtype, path
-        same = one.tolist() == other.tolist() if one.dtype == object else np.array_equal(one, other, equal_nan=True)
-        assert same, path
-    else:
-        assert one == other, path
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_whole_tenant_loads_the_same_on_several_connections_as_on_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Outside a transaction a whole tenant's queries run on connections of their own threads, in the caller's
-    tenant context (row-level security would show another context nothing), each closed when done."""
-    tenant = tenant_create(name="Threads", slug="threads")
-    generate(tenant, accounts=10, seed=3, days=40, end=T - timedelta(hours=5), now=T)
-    dirty_entities_process(tenant_id=tenant.pk)
-    ran_with: list[int] = []
-    run_queries = feature_loading._run_queries
-
-    def counted(tenant: Tenant, queries: Any, threads: int) -> Any:
-        ran_with.append(threads)
-        return run_queries(tenant, queries, threads)
-
-    monkeypatch.setattr(feature_loading, "_run_queries", counted)
-
-    def connections() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-            return cursor.fetchone()[0]
-
-    now, before = T, connections()
-    with rls.tenant(tenant.pk):
-        for kinds in ([ScoreKind.CONVERSION, ScoreKind.CHURN], list(ScoreKind)):
-            threaded = scoring_history(tenant=tenant, kinds=kinds, now=now)
-            with transaction.atomic():
-                single = scoring_history(tenant=tenant, kinds=kinds, now=now)
-            _same(threaded, single)
-            assert len(threaded.memberships) > 0
-            assert len(threaded.account_rollups.count) > 0
-    assert ran_with == [feature_loading.LOAD_THREADS, 1] * 2
-    assert connections() == before

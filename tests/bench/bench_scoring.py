@@ -776,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         """The target's figure: conversion and churn of every account, sharing one load."""
         with services._phase("load_history"):
             history = services.scoring_history(tenant=tenant, kinds=account_kinds, now=at)
-        return sum(services.scores_refresh(tenant=tenant, kind=k, now=at, history=history) for k in account_kinds)
+        return sum(services.scores_refresh_kinds(tenant=tenant, kinds=account_kinds, now=at, history=history).values())
 
     def measure_accounts(
         at: datetime, note: str, profiler: cProfile.Profile | None = None
