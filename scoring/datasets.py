@@ -49,29 +49,15 @@ def eligible(history: History, settings: dict[str, Any], kind: str, at: datetime
     """The entities of `candidates` that a score of `kind` is about at instant `at`."""
     if kind in STAGE_GROUP_OF_KIND:
         wanted = STAGE_GROUP_OF_KIND[kind][0]
-        groups: dict[str | None, str | None] = {}  # a tenant has a handful of stage names, and many accounts
-        chosen = []
-        for pk in candidates:
-            stage = _stage(history, EntityType.ACCOUNT, pk, at)
-            if stage not in groups:
-                groups[stage] = stage_group(settings, stage)
-            if groups[stage] == wanted:
-                chosen.append(pk)
-        return chosen
+        stages = history.stages_as_of(EntityType.ACCOUNT, np.asarray(candidates, dtype=np.int64), at).tolist()
+        # a tenant has a handful of stage names, and many accounts
+        groups = {stage: stage_group(settings, stage) for stage in set(stages)}
+        return [pk for pk, stage in zip(candidates, stages, strict=True) if groups[stage] == wanted]
     if kind == ScoreKind.HEALTH:
         cutoff = visible_before(history, at)
         first = history.first_day.lookup(EntityType.USER, np.asarray(candidates, dtype=np.int64), cutoff)
         return [pk for pk, day in zip(candidates, first.tolist(), strict=True) if day < cutoff]
     raise ValueError(f"no dataset for {kind}")
-
-
-def _stage(history: History, entity_type: str, pk: int, at: datetime) -> str | None:
-    stage = None
-    for changed_at, to_stage in history.stages.get((entity_type, pk), ()):
-        if changed_at >= at:
-            break
-        stage = to_stage
-    return stage
 
 
 def labels(history: History, settings: dict[str, Any], kind: str, at: datetime, ids: list[int]) -> np.ndarray:

@@ -15,35 +15,44 @@ import numpy as np
 from signals.features import RawFeatures
 
 
-def size_segment(value: float, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if math.isnan(value):
-        return None
-    for segment in segments:
-        if segment.get("max") is None or value <= float(segment["max"]):
-            return segment
-    return None
-
-
 def qualification(raw: RawFeatures, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per account of `raw`: activation, each milestone reached or not, size segment, threshold, qualified."""
+    """Per account of `raw`: activation, each milestone reached or not, size segment, threshold, qualified.
+    Worked out column by column; accounts with the same outcome share one dict, to be read, not changed."""
+    size = len(raw.ids)
     sizes = settings["size_segments"]
     segments = list(sizes["segments"])
     strictest = max(float(segment["activation_threshold"]) for segment in segments)
-    size_values = raw.numbers.get(f"prop:{sizes['property']}", np.full(len(raw.ids), np.nan))
-    activation = raw.numbers.get("activation", np.full(len(raw.ids), np.nan))
+    size_values = np.asarray(raw.numbers.get(f"prop:{sizes['property']}", np.full(size, np.nan)), dtype=float)
+    activation = np.asarray(raw.numbers.get("activation", np.full(size, np.nan)), dtype=float)
     milestones = [milestone["name"] for milestone in settings.get("milestones", [])]
-    columns = [raw.numbers.get(f"milestone:{name}", np.zeros(len(raw.ids))) for name in milestones]
+    # As size_segment: the first segment whose max the size does not exceed (none for an unknown size).
+    segment_of = np.full(size, -1, dtype=np.int64)
+    for n, segment in enumerate(segments):
+        fits = True if segment.get("max") is None else size_values <= float(segment["max"])
+        segment_of[(segment_of < 0) & ~np.isnan(size_values) & fits] = n
+    names = [str(segment["name"]) for segment in segments] + [None]
+    thresholds = np.array([float(segment["activation_threshold"]) for segment in segments] + [strictest])
+    known = ~np.isnan(activation)
+    qualified = (known & (activation >= np.where(known, thresholds[segment_of], np.inf))).tolist()
+    reached = np.column_stack(
+        [np.asarray(raw.numbers.get(f"milestone:{name}", np.zeros(size))) >= 0.5 for name in milestones]
+        or [np.zeros(size, dtype=bool)]
+    )[:, : len(milestones)]
+    # Accounts repeat a handful of outcomes (activation is a share of the milestones): one dict per outcome, shared.
+    outcomes: dict[tuple[Any, ...], dict[str, Any]] = {}
     result = []
-    for row in range(len(raw.ids)):
-        segment = size_segment(float(size_values[row]), segments)
-        threshold = float(segment["activation_threshold"]) if segment is not None else strictest
-        value = float(activation[row])
-        result.append({
-            "activation": None if math.isnan(value) else round(value, 4),
-            "milestones": [{"name": name, "reached": bool(column[row] >= 0.5)}
-                           for name, column in zip(milestones, columns, strict=True)],
-            "size_segment": segment["name"] if segment is not None else None,
-            "activation_threshold": threshold,
-            "product_qualified": (not math.isnan(value)) and value >= threshold,
-        })  # fmt: skip
+    for value, segment, is_qualified, row in zip(
+        activation.tolist(), segment_of.tolist(), qualified, map(tuple, reached.tolist()), strict=True
+    ):
+        key = (value if value == value else None, segment, is_qualified, row)  # NaN: never equal to itself
+        found = outcomes.get(key)
+        if found is None:
+            found = outcomes[key] = {
+                "activation": None if math.isnan(value) else round(value, 4),
+                "milestones": [{"name": name, "reached": hit} for name, hit in zip(milestones, row, strict=True)],
+                "size_segment": names[segment],
+                "activation_threshold": float(thresholds[segment]),
+                "product_qualified": is_qualified,
+            }
+        result.append(found)
     return result

@@ -595,7 +595,7 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
         stored = _stored(tenant, kind, None if full else candidates)
         ranks = percentiles(values, values) if full else _ranks_among_stored(tenant, kind, ids, values, stored)
     grade = grades(ranks)
-    details = computed.details if computed.details is not None else [{}] * len(ids)
+    details = _json_texts(computed.details if computed.details is not None else [{}] * len(ids))
     before = entity_slots(ids, stored.ids)
     known = before >= 0
     if len(stored.ids):
@@ -631,8 +631,7 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
             with _phase("write: encode"):
                 rows = [
                     (kind, entity_type, id_list[n], value_list[n], rank_list[n], grade_list[n],
-                     orjson.dumps(computed.reasons[n]).decode(), version, rule_based, at,
-                     orjson.dumps(details[n]).decode())
+                     orjson.dumps(computed.reasons[n]).decode(), version, rule_based, at, details[n])
                     for n in range(start, min(start + WRITE_BATCH, len(id_list)))
                 ]  # fmt: skip
             with _phase("write: upsert"):
@@ -648,6 +647,18 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
                     {"kind": kind, "ids": _id_array(ids[moved].tolist())},
                 )
     return len(id_list)
+
+
+def _json_texts(values: Sequence[Any]) -> list[str]:
+    """Each value as JSON text, encoded once per object: many accounts share one details dict (qualification)."""
+    texts: dict[int, str] = {}
+    result = []
+    for value in values:
+        text = texts.get(id(value))  # the objects outlive this loop, so an id stands for one object
+        if text is None:
+            text = texts[id(value)] = orjson.dumps(value).decode()
+        result.append(text)
+    return result
 
 
 # --- champions ------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,41 @@ def test_each_size_segment_has_its_own_activation_threshold_and_unknown_size_get
         {"name": "Active on 3 or more days in the first 2 weeks", "reached": False},
         {"name": "10 or more key events in the first 2 weeks", "reached": False},
     ]
+
+
+def _reference(raw: RawFeatures, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """qualification, worked out account by account as its docstring says."""
+    segments = settings["size_segments"]["segments"]
+    strictest = max(segment["activation_threshold"] for segment in segments)
+    rows = []
+    for n in range(len(raw.ids)):
+        size = float(raw.numbers["prop:employees"][n])
+        segment = next((s for s in segments if not math.isnan(size) and (s["max"] is None or size <= s["max"])), None)
+        threshold = segment["activation_threshold"] if segment else strictest
+        value = float(raw.numbers["activation"][n])
+        rows.append({
+            "activation": None if math.isnan(value) else round(value, 4),
+            "milestones": [{"name": m["name"], "reached": bool(raw.numbers[f"milestone:{m['name']}"][n] >= 0.5)}
+                           for m in settings["milestones"]],
+            "size_segment": segment["name"] if segment else None,
+            "activation_threshold": threshold,
+            "product_qualified": not math.isnan(value) and value >= threshold,
+        })  # fmt: skip
+    return rows
+
+
+def test_qualification_of_many_accounts_is_that_of_each_on_its_own() -> None:
+    settings = config.defaults()
+    rng = np.random.default_rng(7)
+    size = 2_000
+    raw = RawFeatures(ids=np.arange(size))
+    employees = rng.choice([1, 49, 50, 51, 500, 501, 20_000, np.nan, np.inf], size)
+    activation = rng.choice([0.0, 0.33333, 0.4, 0.69999, 0.7, 0.75, 1.0, np.nan], size)
+    raw.numbers["prop:employees"], raw.numbers["activation"] = employees, activation
+    for milestone in settings["milestones"]:
+        raw.numbers[f"milestone:{milestone['name']}"] = rng.choice([0.0, 1.0], size)
+
+    assert qualification(raw, settings) == _reference(raw, settings)
 
 
 def _trial(external_id: str, employees: int, members: int, invites: int) -> list[Any]:

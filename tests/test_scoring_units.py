@@ -213,3 +213,25 @@ def test_every_kind_of_feature_renders_any_value_without_failing(describe: dict[
             text = render("feature", value, describe, median=median, peers="converted trials")
             assert text
             assert "nan" not in text
+
+
+def test_stages_of_many_accounts_at_once_are_those_found_one_by_one() -> None:
+    """Strictly before the instant; of changes at the same instant, the one listed last."""
+    from datetime import UTC, datetime, timedelta
+
+    from signals.features import History, Memberships, Rollups, stage_as_of
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    rng = np.random.default_rng(5)
+    stages: dict[tuple[str, int], list[tuple[datetime, str | None]]] = {}
+    for account in range(1, 300):
+        times = sorted(start + timedelta(hours=int(hours)) for hours in rng.integers(0, 200, rng.integers(0, 5)))
+        stages[("account", account)] = [(at, str(rng.choice(["Trial", "Customer", "Churned"]))) for at in times]
+    stages[("account", 7)] = [(start, "Trial"), (start, None), (start, "Customer")]  # one instant, in this order
+    stages[("user", 8)] = [(start, "Trial")]  # another entity type: not an account's
+    empty = Rollups.empty()
+    history = History(1, empty, empty, empty, {}, stages, Memberships.empty(), {})
+    ids = np.array([*range(0, 305), 8], dtype=np.int64)
+    for at in [start, start + timedelta(microseconds=1), *(start + timedelta(hours=h) for h in (3, 50, 120, 500))]:
+        found = history.stages_as_of("account", ids, at).tolist()
+        assert found == [stage_as_of(history, "account", int(pk), at) for pk in ids]
