@@ -70,16 +70,14 @@ def pg_array(data: Any, kind: str = "i8") -> np.ndarray:
 
 def entity_slots(entities: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The position of each of `entities` in `ids` (-1 where it is not there); `ids` hold no duplicates."""
-    result = np.full(len(entities), -1, dtype=np.int64)
     if not len(entities) or not len(ids):
-        return result
+        return np.full(len(entities), -1, dtype=np.int64)
     low, high = int(ids.min()), int(ids.max())
     if high - low < max(4 * len(ids), 1 << 20):  # a lookup table is cheaper than a search
-        table = np.full(high - low + 1, -1, dtype=np.int64)
-        table[ids - low] = np.arange(len(ids))
-        inside = (entities >= low) & (entities <= high)
-        result[inside] = table[entities[inside] - low]
-        return result
+        # -1 on both sides of the ids' range: an entity outside it is clipped onto one (three passes in all)
+        table = np.full(high - low + 3, -1, dtype=np.int64)
+        table[ids - (low - 1)] = np.arange(len(ids))
+        return table[np.clip(entities - (low - 1), 0, high - low + 2)]
     order = np.argsort(ids, kind="stable")
     ordered = ids[order]
     found = np.minimum(np.searchsorted(ordered, entities), len(ordered) - 1)
@@ -704,11 +702,11 @@ def _visible(rollups: Rollups, ids: np.ndarray, cutoff: int) -> _Visible:
     if not len(rollups.count) or not len(ids):
         empty = np.zeros(0, dtype=np.int64)
         return _Visible(empty, empty, empty, empty, list(rollups.names), len(ids), cutoff)
-    rows = np.flatnonzero(rollups.day < cutoff)
-    slots = entity_slots(rollups.entity[rows], ids)
-    keep = slots >= 0
-    rows = rows[keep]
-    return _Visible(slots[keep], rollups.name[rows], rollups.day[rows], rollups.count[rows], list(rollups.names),
+    slots = entity_slots(rollups.entity, ids)
+    keep = (slots >= 0) & (rollups.day < cutoff)  # masks, not row numbers: each gather is one cheap pass
+    if keep.all():  # every row (live scoring of every entity): the arrays as they are
+        return _Visible(slots, rollups.name, rollups.day, rollups.count, list(rollups.names), len(ids), cutoff)
+    return _Visible(slots[keep], rollups.name[keep], rollups.day[keep], rollups.count[keep], list(rollups.names),
                     len(ids), cutoff)  # fmt: skip
 
 

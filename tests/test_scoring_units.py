@@ -235,3 +235,16 @@ def test_stages_of_many_accounts_at_once_are_those_found_one_by_one() -> None:
     for at in [start, start + timedelta(microseconds=1), *(start + timedelta(hours=h) for h in (3, 50, 120, 500))]:
         found = history.stages_as_of("account", ids, at).tolist()
         assert found == [stage_as_of(history, "account", int(pk), at) for pk in ids]
+
+
+@pytest.mark.parametrize("spread", [1, 10_000_000])  # a lookup table, then a search (ids too far apart)
+def test_entity_slots_finds_each_entity_in_ids_and_minus_one_for_the_rest(spread: int) -> None:
+    from signals.features import entity_slots
+
+    ids = np.array([50, 7, 20, 8], dtype=np.int64) * spread
+    entities = np.array([7, 0, 50, 51, 20, 8, 49, -3, 10**9, 7], dtype=np.int64) * spread
+    expected = [ids.tolist().index(e) if e in ids.tolist() else -1 for e in entities.tolist()]
+
+    assert entity_slots(entities, ids).tolist() == expected
+    assert entity_slots(entities[:0], ids).tolist() == []
+    assert entity_slots(entities, ids[:0]).tolist() == [-1] * len(entities)
