@@ -55,8 +55,15 @@ def micros(at: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _micros_sql(column: str) -> str:
-    return f"(extract(epoch FROM {column}) * 1000000)::int8"
+_PG_EPOCH_MICROS = 946_684_800_000_000  # PostgreSQL counts time from 2000-01-01: that instant in micros()
+
+
+def pg_timestamps(data: Any) -> np.ndarray:
+    """Microseconds since the epoch (as `micros`) from a timestamptz[] in binary (`array_send(array_agg(t))`), which
+    holds PostgreSQL's own microseconds since 2000-01-01: exact, without converting each value in SQL (extract()
+    works in numeric, slowly). 'infinity' becomes NEVER_MICROS."""
+    raw = pg_array(data)
+    return np.where(raw == NEVER_MICROS, NEVER_MICROS, raw + _PG_EPOCH_MICROS)
 
 
 def pg_array(data: Any, kind: str = "i8") -> np.ndarray:
@@ -331,14 +338,13 @@ def _memberships(tenant: Tenant, scope: Scope | None) -> Memberships:
     rows = Membership.objects.sql(
         tenant,
         "SELECT array_send(array_agg(id)), array_send(array_agg(account_id)), array_send(array_agg(end_user_id)), "  # noqa: S608 - constant names
-        f"array_send(array_agg({_micros_sql('joined_at')})), "
-        f"array_send(array_agg(COALESCE({_micros_sql('left_at')}, {NEVER_MICROS}))) "
+        "array_send(array_agg(joined_at)), array_send(array_agg(COALESCE(left_at, 'infinity'))) "
         f"FROM accounts_membership WHERE tenant_id = %(tenant)s{where} GROUP BY id %% {_BUCKETS}",
         params,
     )
     if not rows:
         return Memberships.empty()
-    columns = [np.concatenate([pg_array(row[k]) for row in rows]) for k in range(5)]
+    columns = [np.concatenate([(pg_timestamps if k >= 3 else pg_array)(row[k]) for row in rows]) for k in range(5)]
     order = np.argsort(columns[0], kind="stable")
     return Memberships(*(column[order] for column in columns))
 
@@ -365,7 +371,7 @@ def _properties(
     rows = PropertyChange.objects.sql(
         tenant,
         "SELECT entity_type, key, array_send(array_agg(entity_id)), "  # noqa: S608 - constant names
-        f"array_send(array_agg({_micros_sql('changed_at')})), array_send(array_agg(id)), json_agg(value)::text "
+        "array_send(array_agg(changed_at)), array_send(array_agg(id)), json_agg(value)::text "
         "FROM accounts_propertychange WHERE tenant_id = %(tenant)s AND entity_type = ANY(%(types)s::text[])"
         f"{where} GROUP BY entity_type, key, entity_id %% {_BUCKETS}",
         params,
@@ -373,7 +379,7 @@ def _properties(
     parts: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]]] = defaultdict(list)
     for entity_type, key, entities, times, pks, values in rows:
         parsed = orjson.loads(values)
-        parts[(entity_type, key)].append((pg_array(entities), pg_array(times), pg_array(pks), parsed))
+        parts[(entity_type, key)].append((pg_array(entities), pg_timestamps(times), pg_array(pks), parsed))
     result: dict[str, dict[str, KeyChanges]] = {entity_type: {} for entity_type in entity_types}
     for (entity_type, key), chunks in sorted(parts.items()):
         entity = np.concatenate([chunk[0] for chunk in chunks])

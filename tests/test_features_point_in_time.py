@@ -12,7 +12,7 @@ change the features of a later snapshot, so the equality is not for want of anyt
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -354,3 +354,20 @@ def test_live_scoring_sees_the_day_under_way_and_snapshots_only_complete_days(te
     # A midnight is a snapshot either way: the day that begins there is not visible yet.
     midnight = datasets.midnight(T)
     assert reports(load_history(tenant, live_at=midnight), midnight) == reports(load_history(tenant), midnight)
+
+
+@pytest.mark.django_db
+def test_timestamps_travel_as_postgresql_sends_them_and_come_out_as_micros() -> None:
+    """`pg_timestamps` reads a binary timestamptz[] exactly as `micros` counts (and 'infinity' as never)."""
+    from django.db import connection
+
+    from signals.features import NEVER_MICROS, micros, pg_timestamps
+
+    instants = [datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC),
+                datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC), datetime(2026, 12, 4, 13, 7, 51, 123_456, tzinfo=UTC),
+                datetime(2026, 12, 4, 13, 7, 51, 123_456, tzinfo=timezone(timedelta(hours=-7)))]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT array_send(%s::timestamptz[] || 'infinity'::timestamptz)", [instants])
+        data = cursor.fetchone()[0]
+
+    assert pg_timestamps(data).tolist() == [micros(at) for at in instants] + [NEVER_MICROS]
