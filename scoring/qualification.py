@@ -30,7 +30,7 @@ def qualification(raw: RawFeatures, settings: dict[str, Any]) -> list[dict[str, 
     for n, segment in enumerate(segments):
         fits = True if segment.get("max") is None else size_values <= float(segment["max"])
         segment_of[(segment_of < 0) & ~np.isnan(size_values) & fits] = n
-    names = [str(segment["name"]) for segment in segments] + [None]
+    names = [segment["name"] for segment in segments] + [None]
     thresholds = np.array([float(segment["activation_threshold"]) for segment in segments] + [strictest])
     known = ~np.isnan(activation)
     qualified = (known & (activation >= np.where(known, thresholds[segment_of], np.inf))).tolist()
