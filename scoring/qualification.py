@@ -25,7 +25,7 @@ def qualification(raw: RawFeatures, settings: dict[str, Any]) -> list[dict[str, 
     size_values = np.asarray(raw.numbers.get(f"prop:{sizes['property']}", np.full(size, np.nan)), dtype=float)
     activation = np.asarray(raw.numbers.get("activation", np.full(size, np.nan)), dtype=float)
     milestones = [milestone["name"] for milestone in settings.get("milestones", [])]
-    # As size_segment: the first segment whose max the size does not exceed (none for an unknown size).
+    # Each account's segment: the first whose max its size does not exceed (none for an unknown size).
     segment_of = np.full(size, -1, dtype=np.int64)
     for n, segment in enumerate(segments):
         fits = True if segment.get("max") is None else size_values <= float(segment["max"])

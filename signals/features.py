@@ -117,6 +117,13 @@ class KeyChanges:
     values: np.ndarray  # objects: JSON values, None where the key was deleted
     _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def as_written(cls, entity: np.ndarray, at: np.ndarray, values: np.ndarray, written: np.ndarray) -> KeyChanges:
+        """Changes in any order, sorted as the history was written: by entity, time, then `written` (the order of
+        writing: ids, or positions in a list kept in that order)."""
+        order = np.lexsort((written, at, entity))
+        return cls(entity=entity[order], at=at[order], values=values[order])
+
     def rows_as_of(self, ids: np.ndarray, at: datetime) -> np.ndarray:
         """Per id, the row of its latest change strictly before `at` (-1: none)."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -241,18 +248,18 @@ class History:
     _stage_changes: dict[str, KeyChanges] = field(default_factory=dict, repr=False, compare=False)
 
     def stages_as_of(self, entity_type: str, ids: np.ndarray, at: datetime) -> np.ndarray:
-        """The stage of each of `ids` as of `at` (`stage_as_of` for many at once; objects, None = none)."""
+        """The stage of each of `ids` as of `at`: its latest change strictly before `at` (objects; None = none)."""
         changes = self._stage_changes.get(entity_type)
-        if changes is None:  # the stage history as arrays, once: sorted by entity, then as `stages` lists them
+        if changes is None:  # the stage history as arrays, once (each entity's list is in the order of writing)
             mine = [(entity_id, changed_at, stage) for (kind, entity_id), changes_of in self.stages.items()
                     if kind == entity_type for changed_at, stage in changes_of]  # fmt: skip
             entity = np.fromiter((row[0] for row in mine), dtype=np.int64, count=len(mine))
             at_micros = np.fromiter((micros(row[1]) for row in mine), dtype=np.int64, count=len(mine))
             values = np.empty(len(mine), dtype=object)
             values[:] = [row[2] for row in mine]
-            order = np.lexsort((np.arange(len(mine)), at_micros, entity))
-            changes = KeyChanges(entity=entity[order], at=at_micros[order], values=values[order])
-            self._stage_changes[entity_type] = changes
+            changes = self._stage_changes[entity_type] = KeyChanges.as_written(
+                entity, at_micros, values, np.arange(len(mine))
+            )
         return changes.gather(changes.rows_as_of(np.asarray(ids, dtype=np.int64), at), "value")
 
 
@@ -386,8 +393,7 @@ def _properties(
         at = np.concatenate([chunk[1] for chunk in chunks])
         pks = np.concatenate([chunk[2] for chunk in chunks])
         values = np.fromiter((value for chunk in chunks for value in chunk[3]), dtype=object, count=len(entity))
-        order = np.lexsort((pks, at, entity))  # as the history was written: by time, then by insertion
-        result.setdefault(entity_type, {})[key] = KeyChanges(entity=entity[order], at=at[order], values=values[order])
+        result.setdefault(entity_type, {})[key] = KeyChanges.as_written(entity, at, values, pks)
     return result
 
 
@@ -595,20 +601,6 @@ def name_totals(tenant: Tenant, *, since: date | None) -> dict[str, int]:
 
 
 # --- as-of lookups --------------------------------------------------------------------------------------
-
-
-def value_as_of(changes: Sequence[tuple[datetime, Any]], at: datetime) -> Any:
-    """The value of the latest change strictly before `at` (None if none, or if it was deleted)."""
-    value = None
-    for changed_at, changed_value in changes:
-        if changed_at >= at:
-            break
-        value = changed_value
-    return value
-
-
-def stage_as_of(history: History, entity_type: str, entity_id: int, at: datetime) -> str | None:
-    return value_as_of(history.stages.get((entity_type, entity_id), ()), at)
 
 
 def properties_as_of(history: History, entity_type: str, entity_id: int, at: datetime) -> dict[str, Any]:
