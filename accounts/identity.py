@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from accounts.models import Account, EndUser
@@ -33,8 +34,10 @@ def prefetch_together(tenant: Tenant, *wanted: tuple[Resolver, Iterable[tuple[st
     parts = [part for n, (resolver, refs) in enumerate(wanted) if (part := resolver._prefetch_query(n, refs, params))]
     if not parts:
         return
-    for n, pk, external_id, alt in EndUser.objects.sql(tenant, " UNION ALL ".join(parts), params):
-        wanted[n][0]._register(Node(pk=pk, external_id=external_id, alt=alt, original_alt=alt))
+    rows = EndUser.objects.sql(tenant, " UNION ALL ".join(parts), params)
+    for n, pk, external_id, alt, first_seen, last_seen in rows:
+        node = Node(pk=pk, external_id=external_id, alt=alt, original_alt=alt, seen=(first_seen, last_seen))
+        wanted[n][0]._register(node)
 
 
 @dataclass(eq=False)
@@ -45,6 +48,10 @@ class Node:
     parent: Node | None = None
     original_alt: str | None = None
     merged_into: Node | None = None
+    # (first_seen_at, last_seen_at) of a user's row as the prefetch read it; times only ever widen, so what an
+    # earlier read says is covered stays covered (users_seen skips those users). (None, None) for accounts; None
+    # for rows this request creates.
+    seen: tuple[datetime | None, datetime | None] | None = None
     alt_dirty: bool = False
     external_dirty: bool = False
 
@@ -92,8 +99,9 @@ class Resolver:
         if not external_ids and not alts:
             return None
         params[f"ids{n}"], params[f"alts{n}"] = list(external_ids), list(alts)
+        seen = "first_seen_at, last_seen_at" if self.model is EndUser else "NULL::timestamptz, NULL::timestamptz"
         return (
-            f"SELECT {n}, id, external_id, {self.alt_field}::text FROM {self.model._meta.db_table} "  # noqa: S608
+            f"SELECT {n}, id, external_id, {self.alt_field}::text, {seen} FROM {self.model._meta.db_table} "  # noqa: S608
             f"WHERE tenant_id = %(tenant)s AND (external_id = ANY(%(ids{n})s) OR {self.alt_field} = ANY(%(alts{n})s))"
         )
 
@@ -207,6 +215,10 @@ class Resolver:
             created = manager.bulk_create(rows)  # type: ignore[arg-type]
             for node, row in zip(pending, created, strict=True):
                 node.pk = row.pk
+
+    def seen_as_read(self) -> dict[int, tuple[datetime | None, datetime | None]]:
+        """pk -> (first_seen_at, last_seen_at) as the prefetch read them, for the rows that existed."""
+        return {node.pk: node.seen for node in self.nodes if node.pk is not None and node.seen is not None}
 
     def pk_of(self, node: Node) -> int:
         pk = node.root().pk

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db.models import Q
@@ -368,12 +368,32 @@ def accounts_merge(*, tenant: Tenant, survivor_pk: int, loser_pk: int) -> None:
     _merge_rows(tenant, Account, survivor_pk, loser_pk)
 
 
-def users_seen(*, tenant: Tenant, seen: dict[int, tuple[datetime, datetime]]) -> None:
+def _widens(
+    times: tuple[datetime, datetime], stored: tuple[datetime | None, datetime | None] | None, resolution: timedelta
+) -> bool:
+    """Whether the UPDATE of users_seen would change a row holding `stored` (None: not known, so it may)."""
+    if stored is None or stored[0] is None:
+        return True
+    first, last = times
+    return first < stored[0] or (stored[1] is not None and last >= stored[1] + resolution)
+
+
+def users_seen(
+    *,
+    tenant: Tenant,
+    seen: dict[int, tuple[datetime, datetime]],
+    read: dict[int, tuple[datetime | None, datetime | None]] | None = None,
+) -> None:
     """Widen first_seen_at / last_seen_at of users by the event times of a request (one statement).
 
     last_seen_at is kept to the minute: a user seen again within a minute of the stored time is not
-    rewritten, which spares a row update per active user and request on the hot path.
+    rewritten, which spares a row update per active user and request on the hot path. `read` holds the times
+    this transaction read earlier (the identity prefetch): both only ever widen, so a user they already cover
+    needs no statement at all, and a request whose users all are covered sends none.
     """
+    resolution = timedelta(seconds=LAST_SEEN_RESOLUTION_SECONDS)
+    if read:
+        seen = {pk: times for pk, times in seen.items() if _widens(times, read.get(pk), resolution)}
     if not seen:
         return
     # Arrays, not a VALUES list: one parameter per column keeps the statement cheap to build and parse.

@@ -371,7 +371,7 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
     for device_id, user_pk, at in links:
         device_link(tenant=tenant, device_id=device_id, user_pk=user_pk, at=at)
         events_attribute_device(tenant=tenant, device_id=device_id, user_pk=user_pk, marks=marks)
-    users_seen(tenant=tenant, seen=seen)
+    users_seen(tenant=tenant, seen=seen, read=users.seen_as_read())
     if delete_users:
         _forget_deleted(tenant=tenant, entity_type=EntityType.USER, pks=delete_users, marks=marks)
         entities_delete(tenant=tenant, model=EndUser, pks=delete_users)

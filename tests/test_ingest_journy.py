@@ -9,8 +9,9 @@ from unittest import mock
 
 import kombu.exceptions
 import pytest
-from django.db import IntegrityError, OperationalError
+from django.db import IntegrityError, OperationalError, connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import (
     Account,
@@ -547,3 +548,24 @@ def test_last_seen_is_kept_to_the_minute_and_first_seen_exactly(journy: Journy) 
         "2026-03-01T09:59:59+00:00",
         "2026-03-01T10:01:00+00:00",
     )
+
+
+def test_users_whose_seen_times_already_cover_a_request_cost_no_update(journy: Journy) -> None:
+    def seen_updates(calls: list[dict[str, Any]]) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert journy.batch(calls).status_code == 200
+        return sum("UPDATE accounts_enduser" in query["sql"] for query in queries.captured_queries)
+
+    def ping(user: str, at: str) -> dict[str, Any]:
+        return {"type": "track", "identification": {"user": {"userId": user}}, "name": "ping", "triggeredAt": at}
+
+    assert seen_updates([ping("u1", "2026-03-01T10:00:00Z"), ping("u2", "2026-03-01T10:00:00Z")]) == 1  # new users
+    # Within the minute and not earlier, for both: the prefetch's read says so, no statement is sent.
+    assert seen_updates([ping("u1", "2026-03-01T10:00:59.999Z"), ping("u2", "2026-03-01T10:00:00Z")]) == 0
+    # One of them a minute on: one statement, and it widens that user only.
+    assert seen_updates([ping("u1", "2026-03-01T10:00:30Z"), ping("u2", "2026-03-01T10:01:00Z")]) == 1
+    seen = {u.external_id: (u.first_seen_at.isoformat(), u.last_seen_at.isoformat()) for u in journy.users()}
+    assert seen == {
+        "u1": ("2026-03-01T10:00:00+00:00", "2026-03-01T10:00:00+00:00"),
+        "u2": ("2026-03-01T10:00:00+00:00", "2026-03-01T10:01:00+00:00"),
+    }
