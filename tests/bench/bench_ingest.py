@@ -2,7 +2,7 @@
 
 Run inside the embedded services (`make bench`):
 
-    python -m plgapp.devservices run --instance bench -- python tests/bench/bench_ingest.py [--duration 20]
+    python -m plgapp.devservices run --instance bench -- python tests/bench/bench_ingest.py [--duration 120]
 
 What it does, in one run:
 
@@ -12,7 +12,8 @@ What it does, in one run:
 3. warms up: one pass of user-in-account events creates the whole identity pool (USERS users, ACCOUNTS
    accounts, user i in account i % ACCOUNTS), then a few seconds of load that is not measured;
 4. measures: a load generator in another process (CONNECTIONS threads, one http.client connection each)
-   posts pre-built batches of BATCH events to /api/journy/batch for DURATION seconds; a third of the
+   posts pre-built batches of BATCH events to /api/journy/batch for DURATION seconds (two minutes unless
+   told otherwise: the rate is printed per INTERVAL too, so a rate that is not sustained shows); a third of the
    events name a user, a third an account, a third a user in its account, all existing identities
    (gunicorn's sync workers close the connection after each answer, so each request opens a new
    loopback TCP connection: keep-alive is requested but not granted);
@@ -161,11 +162,28 @@ class LoadResult:
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
+    # (seconds since the window opened, events accepted) of each answer: the rate interval by interval
+    accepted_at: list[tuple[float, int]] = field(default_factory=list)
+
+    def rates(self, interval: float) -> list[float]:
+        """Events/s in each full `interval` of the window (the last, partial one left out)."""
+        buckets = [0] * max(1, int(self.seconds // interval))
+        for at, events in self.accepted_at:
+            if int(at // interval) < len(buckets):
+                buckets[int(at // interval)] += events
+        return [events / interval for events in buckets]
 
 
 def _post_loop(
-    port: int, key: str, bodies: list[bytes], offset: int, deadline: float, start: threading.Barrier, out: LoadResult
+    port: int,
+    key: str,
+    bodies: list[bytes],
+    offset: int,
+    window: tuple[float, float],
+    start: threading.Barrier,
+    out: LoadResult,
 ) -> None:
+    opened, deadline = window
     headers = {"Content-Type": "application/json", "x-api-key": key}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     start.wait()
@@ -182,10 +200,13 @@ def _post_loop(
         except (OSError, http.client.HTTPException) as exc:
             conn.close()  # the next request() reconnects
             status, payload = 0, repr(exc).encode()
-        out.latencies_ms.append((time.perf_counter() - began) * 1000)
+        answered = time.perf_counter()
+        out.latencies_ms.append((answered - began) * 1000)
         out.requests += 1
         if status == 200:
-            out.events += int(orjson.loads(payload)["data"]["accepted"])
+            accepted = int(orjson.loads(payload)["data"]["accepted"])
+            out.events += accepted
+            out.accepted_at.append((answered - opened, accepted))
         else:
             out.errors += 1
             if len(out.error_samples) < 5:
@@ -200,7 +221,7 @@ def run_load(port: int, key: str, bodies: list[bytes], connections: int, seconds
     began = time.perf_counter() + 0.05
     stride = max(1, len(bodies) // connections)
     threads = [
-        threading.Thread(target=_post_loop, args=(port, key, bodies, i * stride, began + seconds, start, out))
+        threading.Thread(target=_post_loop, args=(port, key, bodies, i * stride, (began, began + seconds), start, out))
         for i, out in enumerate(outs)
     ]
     for thread in threads:
@@ -218,6 +239,7 @@ def run_load(port: int, key: str, bodies: list[bytes], connections: int, seconds
         total.errors += out.errors
         total.latencies_ms += out.latencies_ms
         total.error_samples += out.error_samples
+        total.accepted_at += out.accepted_at
     return total
 
 
@@ -415,7 +437,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--connections", type=int, default=0, help="concurrent connections (default 2 x workers)")
-    parser.add_argument("--duration", type=float, default=20, help="measured seconds (default 20)")
+    parser.add_argument(
+        "--duration", type=float, default=120, help="measured seconds (default 120: a rate sustained for minutes)"
+    )
+    parser.add_argument("--interval", type=float, default=20, help="seconds per rate of the sustained check (20)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds of load first (default 3)")
     parser.add_argument("--batch", type=int, default=100, help="events per request (default 100)")
     parser.add_argument("--users", type=int, default=2000, help="user pool (default 2000)")
@@ -530,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {percentile(lat, 99):.1f} ms, max {max(lat, default=float('nan')):.1f} ms, "
             f"mean {statistics.fmean(lat) if lat else float('nan'):.1f} ms"
         )
+        rates = load.rates(args.interval)
+        say(
+            f"  sustained  events/s per {args.interval:.0f} s: {', '.join(f'{rate:,.0f}' for rate in rates)} "
+            f"(lowest {min(rates):,.0f}, {min(rates) / http_rate:.0%} of the mean)"
+        )
         for sample in load.error_samples:
             say(f"  error      {sample}")
 
@@ -551,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                 "events": load.events,
                 "errors": load.errors,
                 "events_per_s": round(http_rate),
+                "events_per_s_by_interval": [round(rate) for rate in rates],
                 "p50_ms": round(percentile(lat, 50), 1),
                 "p95_ms": round(percentile(lat, 95), 1),
                 "p99_ms": round(percentile(lat, 99), 1),
