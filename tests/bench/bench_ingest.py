@@ -166,7 +166,9 @@ class LoadResult:
     accepted_at: list[tuple[float, int]] = field(default_factory=list)
 
     def rates(self, interval: float) -> list[float]:
-        """Events/s in each full `interval` of the window (the last, partial one left out)."""
+        """Events/s in each full `interval` of the window (the last, partial one left out; a window shorter
+        than one interval is one interval)."""
+        interval = min(interval, self.seconds) or 1.0
         buckets = [0] * max(1, int(self.seconds // interval))
         for at, events in self.accepted_at:
             if int(at // interval) < len(buckets):
@@ -556,8 +558,9 @@ def main(argv: list[str] | None = None) -> int:
             f"mean {statistics.fmean(lat) if lat else float('nan'):.1f} ms"
         )
         rates = load.rates(args.interval)
+        each = ", ".join(f"{rate:,.0f}" for rate in rates)
         say(
-            f"  sustained  events/s per {args.interval:.0f} s: {', '.join(f'{rate:,.0f}' for rate in rates)} "
+            f"  sustained  events/s per {min(args.interval, load.seconds):.0f} s: {each} "
             f"(lowest {min(rates):,.0f}, {min(rates) / http_rate:.0%} of the mean)"
         )
         for sample in load.error_samples:
