@@ -13,6 +13,7 @@ with the model) turns raw tables into the fixed matrix a model expects.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ORDINAL = "(day - DATE '0001-01-01' + 1)"  # date.toordinal() in SQL
 _BUCKETS = 8  # aggregates are split this many ways, so no single value nears PostgreSQL's 1 GB limit
 LOAD_WORK_MEM = "64MB"  # per sort or hash of the loading queries (PostgreSQL's default, 4MB, spills to disk)
-LOAD_THREADS = 3  # a whole tenant's loading queries run on this many connections at once (see load_history)
+# A whole tenant's loading queries run on this many connections at once (see load_history): three where there are
+# three cores or more, two on two cores, where a third connection only contended (load 4.9-6.0 s vs 4.4-4.8 s,
+# the whole rescore 13.0-13.5 s vs 12.2-12.8 s, back to back; docs/adr/0018-rescoring-cpu-on-two-cores.md).
+LOAD_THREADS = min(3, max(2, os.cpu_count() or 2))
 
 
 def micros(at: datetime) -> int:
