@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_ingest import (  # noqa: E402
     BATCH_PATH,
+    analyze,
     database_url_named,
     free_port,
     manage,
@@ -363,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.background:,} accounts); {args.warmup:.0f} s warm-up (log: {log.name})"
         )
         time.sleep(args.warmup)
+        # The steady state of a running server: its autovacuum would have analyzed the tables the warm-up filled.
+        analyze(owner_url)
         fake.clear_requests()
         say(f"sending {args.events} qualifying events at {args.rate:g}/s")
         interval = 1.0 / args.rate
