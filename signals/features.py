@@ -50,7 +50,9 @@ LOAD_WORK_MEM = "64MB"  # per sort or hash of the loading queries (PostgreSQL's 
 # A whole tenant's loading queries run on this many connections at once (see load_history): three where there are
 # three cores or more, two on two cores, where a third connection only contended (load 4.9-6.0 s vs 4.4-4.8 s,
 # the whole rescore 13.0-13.5 s vs 12.2-12.8 s, back to back; docs/adr/0018-rescoring-cpu-on-two-cores.md).
-LOAD_THREADS = min(3, max(2, os.cpu_count() or 2))
+# The cores this process may use (its affinity, not the host's count). Measured with PostgreSQL on the same two
+# cores; a database on a host of its own may take three.
+LOAD_THREADS = min(3, max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2))
 
 
 def micros(at: datetime) -> int:

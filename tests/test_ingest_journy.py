@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from typing import Any
 from unittest import mock
 
@@ -551,21 +552,41 @@ def test_last_seen_is_kept_to_the_minute_and_first_seen_exactly(journy: Journy) 
 
 
 def test_users_whose_seen_times_already_cover_a_request_cost_no_update(journy: Journy) -> None:
-    def seen_updates(calls: list[dict[str, Any]]) -> int:
+    def seen_updates(calls: list[dict[str, Any]]) -> list[set[int]]:
+        """The user ids of each users-seen UPDATE the batch sent."""
         with CaptureQueriesContext(connection) as queries:
             assert journy.batch(calls).status_code == 200
-        return sum("UPDATE accounts_enduser" in query["sql"] for query in queries.captured_queries)
+        return [
+            {int(pk) for pk in re.search(r"unnest\(ARRAY\[([\d, ]*)\]", query["sql"]).group(1).split(",")}  # type: ignore[union-attr]
+            for query in queries.captured_queries
+            if "UPDATE accounts_enduser" in query["sql"]
+        ]
 
-    def ping(user: str, at: str) -> dict[str, Any]:
-        return {"type": "track", "identification": {"user": {"userId": user}}, "name": "ping", "triggeredAt": at}
+    def ping(user: dict[str, str], at: str) -> dict[str, Any]:
+        return {"type": "track", "identification": {"user": user}, "name": "ping", "triggeredAt": at}
 
-    assert seen_updates([ping("u1", "2026-03-01T10:00:00Z"), ping("u2", "2026-03-01T10:00:00Z")]) == 1  # new users
+    u1, u2 = {"userId": "u1"}, {"userId": "u2"}
+    assert len(seen_updates([ping(u1, "2026-03-01T10:00:00Z"), ping(u2, "2026-03-01T10:00:00Z")])) == 1  # new users
+    pks = {user.external_id: user.pk for user in journy.users()}
     # Within the minute and not earlier, for both: the prefetch's read says so, no statement is sent.
-    assert seen_updates([ping("u1", "2026-03-01T10:00:59.999Z"), ping("u2", "2026-03-01T10:00:00Z")]) == 0
-    # One of them a minute on: one statement, and it widens that user only.
-    assert seen_updates([ping("u1", "2026-03-01T10:00:30Z"), ping("u2", "2026-03-01T10:01:00Z")]) == 1
+    assert seen_updates([ping(u1, "2026-03-01T10:00:59.999Z"), ping(u2, "2026-03-01T10:00:00Z")]) == []
+    # One of them a minute on: one statement, naming that user only.
+    assert seen_updates([ping(u1, "2026-03-01T10:00:30Z"), ping(u2, "2026-03-01T10:01:00Z")]) == [{pks["u2"]}]
     seen = {u.external_id: (u.first_seen_at.isoformat(), u.last_seen_at.isoformat()) for u in journy.users()}
     assert seen == {
         "u1": ("2026-03-01T10:00:00+00:00", "2026-03-01T10:00:00+00:00"),
         "u2": ("2026-03-01T10:00:00+00:00", "2026-03-01T10:01:00+00:00"),
     }
+
+    # A user known by email only, seen earlier, turns out to be u1 within a request whose event u1's own times
+    # cover: the merge keeps the wider times, and no users-seen statement is needed.
+    assert len(seen_updates([ping({"email": "one@example.com"}, "2026-03-01T09:00:00Z")])) == 1
+    merged = ping({"userId": "u1", "email": "one@example.com"}, "2026-03-01T10:00:10Z")
+    assert seen_updates([merged]) == []
+    user = journy.users().get(external_id="u1")
+    assert (user.pk, user.first_seen_at.isoformat(), user.last_seen_at.isoformat()) == (
+        pks["u1"],
+        "2026-03-01T09:00:00+00:00",
+        "2026-03-01T10:00:00+00:00",
+    )
+    assert not journy.users().filter(external_id__isnull=True).exists()
