@@ -77,6 +77,8 @@ class Resolver:
     by_alt: dict[str, Node] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
+    # pks whose row flush() created or whose identifiers it changed: more than events changed for them (marks).
+    changed: set[int] = field(default_factory=set)
 
     @classmethod
     def for_users(cls, tenant: Tenant) -> Resolver:
@@ -190,6 +192,7 @@ class Resolver:
         losing_alt = [n.pk for n in roots if n.pk is not None and n.alt_dirty and n.original_alt is not None]
         if losing_alt:
             manager.filter(pk__in=losing_alt).update(**{self.alt_field: None})
+            self.changed.update(losing_alt)
         for item in self.merges:
             merge(item.survivor.root().pk, item.loser.pk)  # type: ignore[arg-type]
         for node in roots:
@@ -201,6 +204,7 @@ class Resolver:
                     changes["external_id"] = node.external_id
                 if changes:
                     manager.filter(pk=node.pk).update(**changes)
+                    self.changed.add(node.pk)
         pending = [node for node in roots if node.pk is None]
         if pending:
             rows = [
@@ -215,6 +219,7 @@ class Resolver:
             created = manager.bulk_create(rows)  # type: ignore[arg-type]
             for node, row in zip(pending, created, strict=True):
                 node.pk = row.pk
+                self.changed.add(row.pk)
 
     def seen_as_read(self) -> dict[int, tuple[datetime | None, datetime | None]]:
         """pk -> (first_seen_at, last_seen_at) as the prefetch read them, for the rows that existed."""

@@ -208,6 +208,10 @@ class DirtyEntity(TenantScopedModel):
     # by every re-mark, null when only properties or memberships changed (no rollup work).
     first_day = models.DateField(null=True, blank=True)
     last_day = models.DateField(null=True, blank=True)
+    # False while the entity's only changes are events on it (its fields, properties, memberships and identity
+    # as they were): playbooks then re-check only conditions that read those events (ADR 0019). A re-mark can
+    # only set it.
+    fields_changed = models.BooleanField(default=True, db_default=True)
 
     objects: ClassVar[TenantManager[DirtyEntity]]
 

@@ -429,12 +429,16 @@ def utc_day(at: datetime) -> date:
 class DirtyMarks:
     """What a request asks downstream processing to do: entity -> UTC days of events whose daily rollups
     it invalidates (new events, events moved in by a merge or device link, events deleted with another
-    entity), or None when only properties or memberships changed (no rollup work)."""
+    entity), or None when only properties or memberships changed (no rollup work). `changed` holds the entities
+    with more than events changed (`add`: properties, memberships, identity, creation, merges); the others'
+    marks say that only events changed (`fields_changed` false)."""
 
     days: dict[tuple[str, int], DayRange | None] = field(default_factory=dict)
+    changed: set[tuple[str, int]] = field(default_factory=set)
 
     def add(self, entity_type: str, pk: int) -> None:
         self.days.setdefault((entity_type, pk), None)
+        self.changed.add((entity_type, pk))
 
     def add_events(self, entity_type: str, pk: int, first: datetime, last: datetime) -> None:
         self.add_days(entity_type, pk, utc_day(first), utc_day(last))
@@ -448,6 +452,7 @@ class DirtyMarks:
     def discard(self, entity_type: str, pks: Iterable[int]) -> None:
         for pk in pks:
             self.days.pop((entity_type, pk), None)
+            self.changed.discard((entity_type, pk))
 
     def __contains__(self, item: object) -> bool:
         return item in self.days
@@ -462,7 +467,8 @@ def entities_mark_dirty(*, tenant: Tenant, marks: DirtyMarks, now: datetime) -> 
     A re-mark moves marked_at strictly forward — even when this request's clock reads earlier than the stored
     mark, or the same microsecond — which is what the processor's "delete only if marked_at is unchanged"
     relies on (ADR 0014): a mark re-set while a round works survives it. It also widens the day range: LEAST /
-    GREATEST ignore NULLs, so a null range (property-only write) never narrows a pending one.
+    GREATEST ignore NULLs, so a null range (property-only write) never narrows a pending one. `fields_changed`
+    is only ever set by a re-mark: events alone never hide an earlier change of fields still pending.
     """
     if not marks:
         return
@@ -471,14 +477,17 @@ def entities_mark_dirty(*, tenant: Tenant, marks: DirtyMarks, now: datetime) -> 
     DirtyEntity.objects.sql(
         tenant,
         """
-        INSERT INTO accounts_dirtyentity (tenant_id, entity_type, entity_id, marked_at, first_day, last_day)
-        SELECT %(tenant)s, mark.entity_type, mark.entity_id, %(now)s, mark.first_day, mark.last_day
-          FROM unnest(%(types)s::text[], %(ids)s::bigint[], %(firsts)s::date[], %(lasts)s::date[])
-               AS mark(entity_type, entity_id, first_day, last_day)
+        INSERT INTO accounts_dirtyentity
+               (tenant_id, entity_type, entity_id, marked_at, first_day, last_day, fields_changed)
+        SELECT %(tenant)s, mark.entity_type, mark.entity_id, %(now)s, mark.first_day, mark.last_day, mark.changed
+          FROM unnest(%(types)s::text[], %(ids)s::bigint[], %(firsts)s::date[], %(lasts)s::date[],
+                      %(changed)s::boolean[])
+               AS mark(entity_type, entity_id, first_day, last_day, changed)
         ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE
            SET marked_at = GREATEST(EXCLUDED.marked_at, accounts_dirtyentity.marked_at + interval '1 microsecond'),
                first_day = LEAST(accounts_dirtyentity.first_day, EXCLUDED.first_day),
-               last_day = GREATEST(accounts_dirtyentity.last_day, EXCLUDED.last_day)
+               last_day = GREATEST(accounts_dirtyentity.last_day, EXCLUDED.last_day),
+               fields_changed = accounts_dirtyentity.fields_changed OR EXCLUDED.fields_changed
         """,
         {
             "now": now,
@@ -486,5 +495,6 @@ def entities_mark_dirty(*, tenant: Tenant, marks: DirtyMarks, now: datetime) -> 
             "ids": [pk for _t, pk in ordered],
             "firsts": [days[0].isoformat() if days else None for days in ranges],
             "lasts": [days[1].isoformat() if days else None for days in ranges],
+            "changed": [item in marks.changed for item in ordered],
         },
     )

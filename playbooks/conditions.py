@@ -431,6 +431,24 @@ def entities_read(condition: Condition) -> set[str]:
     return {leaf.of if isinstance(leaf, EventTest) else field_ref(leaf.field).entity for leaf in iter_leaves(condition)}
 
 
+# Builtins that an event can move with no other change: ingestion widens a user's seen times with each of its
+# events, and account.activation lives in the details of the scores, which every event re-computes.
+MOVED_BY_ANY_EVENT = frozenset({"user.first_seen_at", "user.last_seen_at", "account.activation"})
+
+
+def events_read(condition: Condition) -> frozenset[str] | None:
+    """The event names whose events (new, moved or deleted) can change the result when nothing else about the
+    entity changes; None when any event can: the condition reads a score (every event re-scores its account and
+    user), activation or a seen time."""
+    names: set[str] = set()
+    for leaf in iter_leaves(condition):
+        if isinstance(leaf, EventTest):
+            names.add(leaf.event)
+        elif leaf.field in MOVED_BY_ANY_EVENT or field_ref(leaf.field).source == "score":
+            return None
+    return frozenset(names)
+
+
 def reads_time(condition: Condition) -> bool:
     """Whether the result can change with time alone (relative dates, event windows) — sweeps re-check these."""
     return any(isinstance(leaf, EventTest) or leaf.op in RELATIVE_OPS for leaf in iter_leaves(condition))

@@ -4,8 +4,9 @@ and which playbooks a change can affect."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from django.db.models import QuerySet
@@ -13,10 +14,11 @@ from django.db.models import QuerySet
 from accounts.models import Account, EndUser, EntityType, Membership
 from playbooks import catalogue as data_catalogue
 from playbooks.compiler import condition_filter
-from playbooks.conditions import ConditionInvalid, entities_read
+from playbooks.conditions import ConditionInvalid, entities_read, events_read
 from playbooks.conditions import parse as condition_parse
-from playbooks.models import Playbook, PlaybookStatus
+from playbooks.models import Playbook, PlaybookStatus, PlaybookVersion
 from plgapp.models import Tenant
+from signals.processing import RoundChanges
 
 ConditionCheck = Any
 
@@ -73,10 +75,23 @@ def preview(*, tenant: Tenant, obj: str, condition: Any, now: datetime, sample: 
     }
 
 
-def _families(raw_conditions: Sequence[Any]) -> set[str]:
-    """Which entity families conditions read: "account", "user", "membership" (fields, scores, events)."""
+@dataclass(frozen=True)
+class Reads:
+    """What a playbook's entry and goal conditions read: the entity families ("account", "user", "membership")
+    and the event names whose events alone can move them (None: any event can — a score, activation, a seen
+    time)."""
+
+    families: frozenset[str]
+    events: frozenset[str] | None
+
+
+@lru_cache(maxsize=1024)
+def _reads_of(version_id: int, tenant_id: int) -> Reads:
+    # Versions are immutable: read once per process, like their parsed definitions.
+    definition = PlaybookVersion.objects.for_tenant(tenant_id).values_list("definition", flat=True).get(pk=version_id)
     families: set[str] = set()
-    for raw in raw_conditions:
+    events: set[str] | None = set()
+    for raw in (definition.get("entry"), definition.get("goal")):
         if raw is None:
             continue
         try:
@@ -84,36 +99,58 @@ def _families(raw_conditions: Sequence[Any]) -> set[str]:
         except ConditionInvalid:
             continue
         families |= entities_read(condition)
-    return families
+        names = events_read(condition)
+        events = None if names is None or events is None else events | names
+    return Reads(frozenset(families), None if events is None else frozenset(events))
 
 
-def affected_playbooks(tenant: Tenant, entities: list[tuple[str, int]]) -> dict[int, list[int]]:
+def _moved(reads: Reads, entity: tuple[str, int], changes: RoundChanges | None) -> bool:
+    """Whether what changed for this entity in the round can move conditions that read `reads`."""
+    if changes is None or reads.events is None or entity in changes.fields_changed:
+        return True
+    return not reads.events.isdisjoint(changes.names_of(*entity))
+
+
+def affected_playbooks(
+    tenant: Tenant, entities: list[tuple[str, int]], changes: RoundChanges | None = None
+) -> dict[int, list[int]]:
     """{active playbook id: entity ids to evaluate} for these changed entities — only playbooks whose
     conditions read what can have changed (an account change: account fields, scores and events; a user
-    change: user fields and, for account playbooks, the user's accounts through users_where or scores)."""
+    change: user fields and, for account playbooks, the user's accounts through users_where or scores).
+    With the round's `changes`, an entity whose only change is events is left out of every playbook that
+    reads none of those events' names (a page view re-checks no playbook about reports)."""
     accounts = sorted({pk for entity_type, pk in entities if entity_type == EntityType.ACCOUNT})
     users = sorted({pk for entity_type, pk in entities if entity_type == EntityType.USER})
     if not accounts and not users:
         return {}
-    user_accounts = sorted(
-        set(Membership.objects.for_tenant(tenant).filter(end_user_id__in=users).values_list("account_id", flat=True))
-    )
+    playbooks = list(
+        Playbook.objects.for_tenant(tenant).filter(status=PlaybookStatus.ACTIVE, current_version__isnull=False)
+        .values_list("pk", "object", "current_version_id")
+    )  # fmt: skip
+    reads = {pk: _reads_of(version_id, tenant.pk) for pk, _obj, version_id in playbooks}
+    account_readers = [reads[pk] for pk, obj, _v in playbooks if obj == "account" and "account" in reads[pk].families]
+    # A user's accounts matter only to account playbooks that its change can move.
+    moving_users = [pk for pk in users if any(_moved(r, (EntityType.USER, pk), changes) for r in account_readers)]
+    user_accounts: dict[int, list[int]] = {}
+    for user_id, account_id in (
+        Membership.objects.for_tenant(tenant)
+        .filter(end_user_id__in=moving_users)
+        .values_list("end_user_id", "account_id")
+    ):
+        user_accounts.setdefault(user_id, []).append(account_id)
     targets: dict[int, list[int]] = {}
-    playbooks = (
-        Playbook.objects.for_tenant(tenant).filter(status=PlaybookStatus.ACTIVE).select_related("current_version")
-    )
-    for playbook in playbooks:
-        if playbook.current_version is None:
-            continue
-        definition = playbook.current_version.definition
-        families = _families([definition.get("entry"), definition.get("goal")])
-        if playbook.object == "account":
+    for pk, obj, _version in playbooks:
+        read = reads[pk]
+        if obj == "account":
             # Account conditions read account fields, scores (which user activity moves) and events.
-            ids = set(accounts) if families & {"account"} else set()
-            if users and families & {"account"}:
-                ids |= set(user_accounts)
+            if "account" not in read.families:
+                continue
+            ids = {a for a in accounts if _moved(read, (EntityType.ACCOUNT, a), changes)}
+            for user_id in users:
+                if _moved(read, (EntityType.USER, user_id), changes):
+                    ids.update(user_accounts.get(user_id, ()))
         else:
-            ids = set(users) if families & {"user"} else set()
+            ids = {u for u in users if "user" in read.families and _moved(read, (EntityType.USER, u), changes)}
         if ids:
-            targets[playbook.pk] = sorted(ids)
+            targets[pk] = sorted(ids)
     return targets

@@ -50,6 +50,7 @@ from playbooks.models import (
 )
 from playbooks.selectors import action_context
 from plgapp.models import Tenant, User
+from signals.processing import round_changes
 
 logger = logging.getLogger(__name__)
 
@@ -576,7 +577,7 @@ def changes_process(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
     affect, in a task after commit (never inline in ingestion's processing)."""
     from playbooks.evaluation import affected_playbooks
 
-    targets = affected_playbooks(tenant, entities)
+    targets = affected_playbooks(tenant, entities, round_changes())
     tenant_id = tenant.pk
     for playbook_id, ids in targets.items():
         transaction.on_commit(functools.partial(_enqueue_evaluation, tenant_id, playbook_id, ids))

@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
@@ -40,6 +41,28 @@ CLAIM_BATCH = 2000
 PROCESSING_LOCK = 0x706C6770
 
 _orders: dict[Processor, int] = {}
+
+
+@dataclass
+class RoundChanges:
+    """What changed for the entities of the round under way, beyond their ids: which ones changed more than
+    events (their marks' `fields_changed`), and — filled in by the rollup processor — the event names whose
+    daily counts it recomputed for each entity (before and after: new, moved and deleted events). Processors
+    that react to changes (playbooks) skip what cannot concern them."""
+
+    fields_changed: set[tuple[str, int]] = field(default_factory=set)
+    event_names: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+
+    def names_of(self, entity_type: str, entity_id: int) -> set[str]:
+        return self.event_names.get((entity_type, entity_id), set())
+
+
+_round: ContextVar[RoundChanges | None] = ContextVar("processing_round", default=None)
+
+
+def round_changes() -> RoundChanges | None:
+    """The changes of the processing round under way; None outside one (callers then assume anything changed)."""
+    return _round.get()
 
 
 def register(processor: Processor, *, order: int = DEFAULT_ORDER) -> Processor:
@@ -112,16 +135,21 @@ def dirty_entities_drain(*, tenant_id: int, wait: bool = True, seconds: float | 
             marks = _marks_claim(tenant)
             if not marks:
                 return Drained(cleared)
-            entities = [(entity_type, entity_id) for _pk, entity_type, entity_id, _at in marks]
-            for processor in PROCESSORS:
-                processor(tenant, entities)
-            cleared += _marks_clear(tenant, [(pk, marked_at) for pk, _type, _id, marked_at in marks])
+            entities = [(entity_type, entity_id) for _pk, entity_type, entity_id, _at, _changed in marks]
+            changes = RoundChanges(fields_changed={(kind, pk) for _pk, kind, pk, _at, changed in marks if changed})
+            token = _round.set(changes)
+            try:
+                for processor in PROCESSORS:
+                    processor(tenant, entities)
+            finally:
+                _round.reset(token)
+            cleared += _marks_clear(tenant, [(pk, marked_at) for pk, _type, _id, marked_at, _changed in marks])
 
 
-def _marks_claim(tenant: Tenant) -> list[tuple[int, str, int, datetime]]:
+def _marks_claim(tenant: Tenant) -> list[tuple[int, str, int, datetime, bool]]:
     """Up to CLAIM_BATCH marks, read without locks (ADR 0014), from where this process's last round stopped."""
     pending = DirtyEntity.objects.for_tenant(tenant).order_by("pk")
-    fields = ("pk", "entity_type", "entity_id", "marked_at")
+    fields = ("pk", "entity_type", "entity_id", "marked_at", "fields_changed")
     after = _claim_after.get(tenant.pk, 0)
     marks = list(pending.filter(pk__gt=after)[:CLAIM_BATCH].values_list(*fields))
     if len(marks) < CLAIM_BATCH and after:  # wrap around

@@ -22,7 +22,7 @@ from datetime import date
 from accounts.models import DirtyEntity, EntityType
 from plgapp.models import Tenant
 from signals.models import DailyRollup
-from signals.processing import register, tenant_processing_lock
+from signals.processing import register, round_changes, tenant_processing_lock
 
 ROLLUPS_ORDER = 10  # before anything that reads rollups (features, scores)
 
@@ -49,18 +49,25 @@ def rollups_process(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
     ):
         if first_day is not None and last_day is not None and entity_id in ids_by_type[entity_type]:
             ranges.setdefault(entity_type, []).append((entity_id, first_day, last_day))
+    changes = round_changes()
     for entity_type, items in sorted(ranges.items()):
-        rollups_recompute(tenant=tenant, entity_type=entity_type, ranges=items)
+        names = rollups_recompute(tenant=tenant, entity_type=entity_type, ranges=items)
+        if changes is not None:
+            for entity_id, name in names:
+                changes.event_names.setdefault((entity_type, entity_id), set()).add(name)
 
 
-def rollups_recompute(*, tenant: Tenant, entity_type: str, ranges: Sequence[tuple[int, date, date]]) -> None:
-    """Make the rollup rows of these users or accounts in these day ranges equal to their raw events.
+def rollups_recompute(
+    *, tenant: Tenant, entity_type: str, ranges: Sequence[tuple[int, date, date]]
+) -> set[tuple[int, str]]:
+    """Make the rollup rows of these users or accounts in these day ranges equal to their raw events; returns
+    the (entity id, event name) pairs that have rows in those ranges before or after.
 
     `ranges` is (entity id, first UTC day, last UTC day), inclusive. Rows of the other levels of the same
     events are untouched: account-level rows when users are recomputed, user-level rows for accounts.
     """
     if not ranges:
-        return
+        return set()
     side, other = _SIDES[EntityType(entity_type)]
     merged: dict[int, tuple[date, date]] = {}  # one range per entity, or the join would count events twice
     for pk, first, last in ranges:
@@ -73,17 +80,18 @@ def rollups_recompute(*, tenant: Tenant, entity_type: str, ranges: Sequence[tupl
         "lasts": [merged[pk][1].isoformat() for pk in ids],
     }
     marks = "unnest(%(ids)s::bigint[], %(firsts)s::date[], %(lasts)s::date[]) AS m(id, first_day, last_day)"
-    DailyRollup.objects.sql(
+    deleted = DailyRollup.objects.sql(
         tenant,
-        f"DELETE FROM signals_dailyrollup AS r USING {marks} "  # noqa: S608 - constant column names
-        f"WHERE r.tenant_id = %(tenant)s AND r.{side} = m.id AND r.day BETWEEN m.first_day AND m.last_day",
+        f"WITH gone AS (DELETE FROM signals_dailyrollup AS r USING {marks} "  # noqa: S608 - constant column names
+        f"WHERE r.tenant_id = %(tenant)s AND r.{side} = m.id AND r.day BETWEEN m.first_day AND m.last_day "
+        f"RETURNING r.{side}, r.name) SELECT DISTINCT {side}, name FROM gone",
         params,
     )
     # One pass over the events, two groupings: the entity's own level (the other side summed up, stored as 0)
     # and its pairs (events that also name the other side). An event without the other side is in the own
     # level only; HAVING drops its would-be pair row (other side NULL), which would collide with it. The names
     # written go to the event-name registry (the catalogue's list), with the earliest day.
-    DailyRollup.objects.sql(
+    written = DailyRollup.objects.sql(
         tenant,
         f"""
         WITH written AS (
@@ -98,14 +106,17 @@ def rollups_recompute(*, tenant: Tenant, entity_type: str, ranges: Sequence[tupl
          GROUP BY GROUPING SETS ((e.{side}, e.name, e.day), (e.{side}, e.{other}, e.name, e.day))
         HAVING GROUPING(e.{other}) = 1 OR e.{other} IS NOT NULL
         ON CONFLICT (tenant_id, account_id, end_user_id, name, day) DO UPDATE SET count = EXCLUDED.count
-        RETURNING name, day)
+        RETURNING {side}, name, day),
+        registered AS (
         INSERT INTO signals_eventname (tenant_id, name, first_day)
         SELECT %(tenant)s, name, min(day) FROM written GROUP BY name
         ON CONFLICT (tenant_id, name) DO UPDATE SET first_day = EXCLUDED.first_day
-        WHERE EXCLUDED.first_day < signals_eventname.first_day
+        WHERE EXCLUDED.first_day < signals_eventname.first_day)
+        SELECT DISTINCT {side}, name FROM written
         """,  # noqa: S608 - constant column names
         params,
     )
+    return {(pk, name) for pk, name in deleted} | {(pk, name) for pk, name in written}
 
 
 def rollups_forget(*, tenant: Tenant, entity_type: str, pks: Iterable[int]) -> None:

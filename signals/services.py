@@ -299,6 +299,9 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
     accounts.flush(
         merge=_merger(tenant, EntityType.ACCOUNT, marks), defaults=lambda: {"created_at": now, "updated_at": now}
     )
+    for entity_type, resolver in ((EntityType.USER, users), (EntityType.ACCOUNT, accounts)):
+        for pk in resolver.changed:  # created, or an identifier changed: not only events
+            marks.add(entity_type, pk)
 
     user_writes: list[PropertyWrite] = []
     account_writes: list[PropertyWrite] = []

@@ -307,6 +307,18 @@ def test_only_relative_dates_and_event_windows_make_a_condition_change_with_time
     assert c.reads_time(c.parse({"field": "account.created_at", "op": "within_last_days", "value": 3}))
 
 
+def test_events_read_names_the_events_that_alone_can_move_a_condition() -> None:
+    counts = {"any": [{"event": "widget_created", "of": "account", "within_days": 30, "op": "gte", "value": 5},
+                      {"not": {"event": "signed_in", "of": "membership", "within_days": 7, "op": "eq", "value": 0}},
+                      {"field": "account.properties.plan", "op": "eq", "value": "pro"}]}  # fmt: skip
+    assert c.events_read(c.parse(counts)) == {"widget_created", "signed_in"}
+    assert c.events_read(c.parse({"field": "account.stage", "op": "eq", "value": "Trial"})) == frozenset()
+    # Every event re-scores (scores, activation) and widens seen times: any event can move these.
+    assert c.events_read(c.parse(DESIGN_EXAMPLE)) is None
+    for moved in ("account.activation", "user.last_seen_at", "user.first_seen_at", "membership.score.champion"):
+        assert c.events_read(c.parse({"all": [counts, {"field": moved, "op": "exists"}]})) is None, moved
+
+
 # --- the validator -------------------------------------------------------------------------------------------
 
 CATALOGUE = Catalogue(

@@ -1,0 +1,169 @@
+"""Which playbooks a processing round re-checks (ADR 0019): only those whose conditions can move with what
+changed. Traffic goes through the journy.io door, processing is the real `dirty_entities_process` with every
+installed processor (rollups, scores, playbooks); what the playbook processor hands over is read from the
+evaluations it queues after commit.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from accounts.models import Account, DirtyEntity, EndUser, EntityType
+from playbooks import services as playbook_services
+from playbooks.services import playbook_create, playbook_transition
+from signals.processing import dirty_entities_process
+from tests.conftest import TenantWorld
+from tests.test_ingest_journy import Journy
+from tests.test_playbook_engine import T0
+
+pytestmark = pytest.mark.django_db
+
+ALL_DAY = "2026-03-10T10:00:00Z"
+
+
+def _activate(world: TenantWorld, name: str, entry: dict[str, Any], obj: str = "account") -> int:
+    definition = {"object": obj, "entry": entry, "reentry": "never",
+                  "actions": [{"id": "log", "type": "log", "params": {"message": name}}]}  # fmt: skip
+    playbook = playbook_create(tenant=world.tenant, name=name, definition=definition, created_by=None, now=T0)
+    playbook_transition(tenant=world.tenant, playbook_id=playbook.pk, action="activate", now=T0)
+    return playbook.pk
+
+
+@pytest.fixture
+def playbooks(tenant_a: TenantWorld, journy: Journy) -> dict[str, int]:
+    """Account playbooks reading: report events and a property; a score; a property only. A user playbook
+    reading the last-seen time (every event moves it). Created after the `journy` traffic is processed."""
+    team = {"field": "account.properties.team", "op": "eq", "value": 1}
+    reports = {"all": [team, {"event": "report_created", "of": "account", "within_days": 7, "op": "gte", "value": 1}]}
+    return {
+        "reports": _activate(tenant_a, "Reports", reports),
+        "score": _activate(tenant_a, "Score", {"field": "account.score.conversion", "op": "gt", "value": 0.5}),
+        "plan": _activate(tenant_a, "Plan", {"field": "account.properties.plan", "op": "eq", "value": "pro"}),
+        "seen": _activate(
+            tenant_a, "Seen", {"field": "user.last_seen_at", "op": "within_last_days", "value": 1}, obj="user"
+        ),
+    }
+
+
+@pytest.fixture
+def journy(tenant_a: TenantWorld) -> Journy:
+    journy = Journy(tenant_a)
+    both = {"user": {"userId": "u1"}, "account": {"accountId": "a1"}}
+    assert journy.upsert_account({"accountId": "a1"}, {"team": 1}).status_code < 300
+    assert journy.add_users({"accountId": "a1"}, [{"identification": {"userId": "u1"}}]).status_code < 300
+    assert journy.track(both, "page_viewed", triggeredAt=ALL_DAY).status_code < 300
+    # Another account makes the names and properties the playbooks read known to the catalogue.
+    assert journy.upsert_account({"accountId": "a9"}, {"plan": "free"}).status_code < 300
+    assert journy.track({"account": {"accountId": "a9"}}, "report_created", triggeredAt=ALL_DAY).status_code < 300
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+    return journy
+
+
+def evaluated(world: TenantWorld, capture: Callable[..., Any], playbooks: dict[str, int]) -> dict[str, list[int]]:
+    """Process the pending marks; {playbook name: entity ids} of the evaluations queued after commit."""
+    names = {pk: name for name, pk in playbooks.items()}
+    with capture() as callbacks:
+        dirty_entities_process(tenant_id=world.tenant.pk)
+    queued: dict[str, list[int]] = {}
+    for callback in callbacks:
+        if isinstance(callback, functools.partial) and callback.func is playbook_services._enqueue_evaluation:
+            _tenant, playbook_id, ids = callback.args
+            queued[names[playbook_id]] = ids
+    return queued
+
+
+def pk_of(world: TenantWorld, model: type[Account] | type[EndUser], external_id: str) -> int:
+    return model.objects.for_tenant(world.tenant).get(external_id=external_id).pk
+
+
+def fields_changed(world: TenantWorld, entity_type: str, pk: int) -> bool:
+    marks = DirtyEntity.objects.for_tenant(world.tenant).filter(entity_type=entity_type, entity_id=pk)
+    return marks.values_list("fields_changed", flat=True).get()
+
+
+def test_events_no_condition_reads_re_check_only_what_any_event_moves(
+    tenant_a: TenantWorld, journy: Journy, playbooks: dict[str, int], django_capture_on_commit_callbacks: Any
+) -> None:
+    both = {"user": {"userId": "u1"}, "account": {"accountId": "a1"}}
+    a1, u1 = pk_of(tenant_a, Account, "a1"), pk_of(tenant_a, EndUser, "u1")
+    journy.track(both, "page_viewed", triggeredAt=ALL_DAY)
+
+    assert not fields_changed(tenant_a, EntityType.ACCOUNT, a1)
+    assert not fields_changed(tenant_a, EntityType.USER, u1)
+    # The score moves with any event; so does the user's last-seen time. Reports and plan cannot.
+    assert evaluated(tenant_a, django_capture_on_commit_callbacks, playbooks) == {"score": [a1], "seen": [u1]}
+
+
+def test_an_event_a_condition_counts_re_checks_that_playbook(
+    tenant_a: TenantWorld, journy: Journy, playbooks: dict[str, int], django_capture_on_commit_callbacks: Any
+) -> None:
+    a1 = pk_of(tenant_a, Account, "a1")
+    journy.track({"account": {"accountId": "a1"}}, "report_created", triggeredAt=ALL_DAY)
+
+    assert evaluated(tenant_a, django_capture_on_commit_callbacks, playbooks) == {"reports": [a1], "score": [a1]}
+
+
+def test_a_users_event_reaches_its_accounts_playbooks_that_count_it(
+    tenant_a: TenantWorld, journy: Journy, playbooks: dict[str, int], django_capture_on_commit_callbacks: Any
+) -> None:
+    """An event of the user alone (no account on it): the account playbooks that count that name, and those
+    any event moves, re-check the user's accounts."""
+    a1, u1 = pk_of(tenant_a, Account, "a1"), pk_of(tenant_a, EndUser, "u1")
+    journy.track({"user": {"userId": "u1"}}, "report_created", triggeredAt=ALL_DAY)
+
+    assert evaluated(tenant_a, django_capture_on_commit_callbacks, playbooks) == {
+        "reports": [a1], "score": [a1], "seen": [u1],
+    }  # fmt: skip
+
+
+def test_a_property_change_re_checks_every_playbook_of_its_family(
+    tenant_a: TenantWorld, journy: Journy, playbooks: dict[str, int], django_capture_on_commit_callbacks: Any
+) -> None:
+    a1 = pk_of(tenant_a, Account, "a1")
+    journy.upsert_account({"accountId": "a1"}, {"plan": "pro"})
+    journy.track({"account": {"accountId": "a1"}}, "page_viewed", triggeredAt=ALL_DAY)  # events do not hide it
+
+    assert fields_changed(tenant_a, EntityType.ACCOUNT, a1)
+    assert evaluated(tenant_a, django_capture_on_commit_callbacks, playbooks) == {
+        "reports": [a1], "score": [a1], "plan": [a1],
+    }  # fmt: skip
+
+
+def test_an_account_created_by_an_event_is_checked_by_every_playbook(
+    tenant_a: TenantWorld, journy: Journy, playbooks: dict[str, int], django_capture_on_commit_callbacks: Any
+) -> None:
+    """`not_exists`, created_at and the like can hold for a new account whatever its events are."""
+    journy.track({"account": {"accountId": "a2"}}, "page_viewed", triggeredAt=ALL_DAY)
+    a2 = pk_of(tenant_a, Account, "a2")
+
+    assert fields_changed(tenant_a, EntityType.ACCOUNT, a2)
+    assert evaluated(tenant_a, django_capture_on_commit_callbacks, playbooks) == {
+        "reports": [a2], "score": [a2], "plan": [a2],
+    }  # fmt: skip
+
+
+def test_a_new_email_on_a_known_user_is_a_change_of_fields(tenant_a: TenantWorld, journy: Journy) -> None:
+    u1 = pk_of(tenant_a, EndUser, "u1")
+    journy.track({"user": {"userId": "u1", "email": "u1@example.test"}}, "page_viewed", triggeredAt=ALL_DAY)
+
+    assert fields_changed(tenant_a, EntityType.USER, u1)
+
+
+def test_deleted_events_re_check_the_playbooks_that_counted_them(
+    tenant_a: TenantWorld, journy: Journy, playbooks: dict[str, int], django_capture_on_commit_callbacks: Any
+) -> None:
+    """Deleting a user takes its events from its accounts' counts: the account's mark is events only, and
+    the names it lost are those of the deleted rollup rows."""
+    a1 = pk_of(tenant_a, Account, "a1")
+    both = {"user": {"userId": "u2"}, "account": {"accountId": "a1"}}
+    journy.track(both, "report_created", triggeredAt=ALL_DAY)
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    assert journy.send("delete", "/users", {"identification": {"userId": "u2"}}).status_code < 300
+
+    assert not fields_changed(tenant_a, EntityType.ACCOUNT, a1)
+    assert evaluated(tenant_a, django_capture_on_commit_callbacks, playbooks) == {"reports": [a1], "score": [a1]}
