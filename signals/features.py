@@ -377,8 +377,12 @@ def _properties(
         where += (
             " AND ((entity_type = 'account' AND entity_id = ANY(%(accounts)s::bigint[])) OR "
             "(entity_type = 'user' AND entity_id = ANY(%(users)s::bigint[])) OR "
-            "(entity_type = 'membership' AND entity_id IN (SELECT id FROM accounts_membership WHERE tenant_id = "
-            "%(tenant)s AND (account_id = ANY(%(accounts)s::bigint[]) OR end_user_id = ANY(%(users)s::bigint[])))))"
+            # An array, not IN (subquery): the planner then probes the index per membership instead of reading
+            # every membership's changes of the tenant and filtering them by a hashed subplan (190 ms -> a few on
+            # 537,609 memberships).
+            "(entity_type = 'membership' AND entity_id = ANY(ARRAY(SELECT id FROM accounts_membership WHERE "
+            "tenant_id = %(tenant)s AND (account_id = ANY(%(accounts)s::bigint[]) OR "
+            "end_user_id = ANY(%(users)s::bigint[]))))))"
         )
         params.update(accounts=list(scope.accounts), users=list(scope.users))
     rows = PropertyChange.objects.sql(
