@@ -623,8 +623,8 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
                 Score.objects.sql(
                     tenant,
                     "DELETE FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
-                    "AND entity_id = ANY(%(ids)s::bigint[])",
-                    {"kind": kind, "ids": _id_array(stale.tolist())},
+                    "AND entity_type = %(entity_type)s AND entity_id = ANY(%(ids)s::bigint[])",
+                    {"kind": kind, "entity_type": entity_type, "ids": _id_array(stale.tolist())},
                 )
         version, rule_based, at = computed.model_version, computed.rule_based, now.isoformat()
         for start in range(0, len(id_list), WRITE_BATCH):
@@ -637,14 +637,16 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
             with _phase("write: upsert"):
                 Score.objects.copy(tenant, SCORE_COLUMNS, rows, conflict=SCORE_KEY, update=SCORE_UPDATED)
         with _phase("write: history"):
-            if moved.any():  # copied from the rows just written, inside the database
+            # Copied from the rows just written, inside the database. entity_type too: the unique index then finds
+            # each row (without it, the kind's value index was scanned whole: ~35 ms a kind on 100,000 accounts).
+            if moved.any():
                 Score.objects.sql(
                     tenant,
                     "INSERT INTO scoring_scorehistory (tenant_id, kind, entity_type, entity_id, value, grade, "
                     "model_version, computed_at) SELECT tenant_id, kind, entity_type, entity_id, value, grade, "
                     "model_version, computed_at FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
-                    "AND entity_id = ANY(%(ids)s::bigint[])",
-                    {"kind": kind, "ids": _id_array(ids[moved].tolist())},
+                    "AND entity_type = %(entity_type)s AND entity_id = ANY(%(ids)s::bigint[])",
+                    {"kind": kind, "entity_type": entity_type, "ids": _id_array(ids[moved].tolist())},
                 )
     return len(id_list)
 
