@@ -16,7 +16,7 @@ from playbooks import catalogue as data_catalogue
 from playbooks.compiler import condition_filter
 from playbooks.conditions import ConditionInvalid, entities_read, events_read
 from playbooks.conditions import parse as condition_parse
-from playbooks.models import Playbook, PlaybookStatus, PlaybookVersion
+from playbooks.models import Enrollment, EnrollmentStatus, Playbook, PlaybookStatus, PlaybookVersion
 from plgapp.models import Tenant
 from signals.processing import RoundChanges
 
@@ -104,6 +104,11 @@ def _reads_of(version_id: int, tenant_id: int) -> Reads:
     return Reads(frozenset(families), None if events is None else frozenset(events))
 
 
+def _joined(one: Reads, other: Reads) -> Reads:
+    events = None if one.events is None or other.events is None else one.events | other.events
+    return Reads(one.families | other.families, events)
+
+
 def _moved(reads: Reads, entity: tuple[str, int], changes: RoundChanges | None) -> bool:
     """Whether what changed for this entity in the round can move conditions that read `reads`."""
     if changes is None or reads.events is None or entity in changes.fields_changed:
@@ -128,6 +133,16 @@ def affected_playbooks(
         .values_list("pk", "object", "current_version_id")
     )  # fmt: skip
     reads = {pk: _reads_of(version_id, tenant.pk) for pk, _obj, version_id in playbooks}
+    # Enrollments pinned to an older version check that version's goal: its reads count too.
+    older = (
+        Enrollment.objects.for_tenant(tenant)
+        .filter(status=EnrollmentStatus.ACTIVE, playbook_id__in=list(reads))
+        .exclude(version_id__in=[version_id for _pk, _obj, version_id in playbooks])
+        .values_list("playbook_id", "version_id")
+        .distinct()
+    )
+    for pk, version_id in older:
+        reads[pk] = _joined(reads[pk], _reads_of(version_id, tenant.pk))
     account_readers = [reads[pk] for pk, obj, _v in playbooks if obj == "account" and "account" in reads[pk].families]
     # A user's accounts matter only to account playbooks that its change can move.
     moving_users = [pk for pk in users if any(_moved(r, (EntityType.USER, pk), changes) for r in account_readers)]

@@ -72,7 +72,7 @@ def evaluated(world: TenantWorld, capture: Callable[..., Any], playbooks: dict[s
     for callback in callbacks:
         if isinstance(callback, functools.partial) and callback.func is playbook_services._enqueue_evaluation:
             _tenant, playbook_id, ids = callback.args
-            queued[names[playbook_id]] = ids
+            queued[names[playbook_id]] = sorted({*queued.get(names[playbook_id], []), *ids})
     return queued
 
 
@@ -167,3 +167,28 @@ def test_deleted_events_re_check_the_playbooks_that_counted_them(
 
     assert not fields_changed(tenant_a, EntityType.ACCOUNT, a1)
     assert evaluated(tenant_a, django_capture_on_commit_callbacks, playbooks) == {"reports": [a1], "score": [a1]}
+
+
+def test_goals_of_enrollments_on_an_older_version_are_re_checked_by_the_events_they_read(
+    tenant_a: TenantWorld, journy: Journy, playbooks: dict[str, int], django_capture_on_commit_callbacks: Any
+) -> None:
+    """An account enrolled on v1 (goal: an `upgraded` event) keeps v1 when v2 (goal: nothing) is published: its
+    `upgraded` event must still re-check the playbook, although v2 reads no such event."""
+    from playbooks.services import playbook_evaluate, playbook_publish
+
+    journy.track({"account": {"accountId": "a9"}}, "upgraded", triggeredAt=ALL_DAY)
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+    a1 = pk_of(tenant_a, Account, "a1")
+    entry = {"field": "account.properties.team", "op": "eq", "value": 1}
+    goal = {"event": "upgraded", "of": "account", "within_days": 7, "op": "gte", "value": 1}
+    definition = {"object": "account", "entry": entry, "goal": goal, "timeout": {"days": 21}, "reentry": "never",
+                  "actions": [{"id": "log", "type": "log", "params": {"message": "v1"}}]}  # fmt: skip
+    pk = playbook_create(tenant=tenant_a.tenant, name="Upgrades", definition=definition, created_by=None, now=T0).pk
+    playbook_transition(tenant=tenant_a.tenant, playbook_id=pk, action="activate", now=T0)
+    playbook_evaluate(tenant=tenant_a.tenant, playbook_id=pk, now=T0)  # a1 enrolls on v1
+    playbook_publish(
+        tenant=tenant_a.tenant, playbook_id=pk, definition={**definition, "goal": None}, created_by=None, now=T0
+    )
+    journy.track({"account": {"accountId": "a1"}}, "upgraded", triggeredAt=ALL_DAY)
+
+    assert evaluated(tenant_a, django_capture_on_commit_callbacks, {**playbooks, "upgrades": pk})["upgrades"] == [a1]
