@@ -89,8 +89,7 @@ class Reads:
 def _reads_of(version_id: int, tenant_id: int) -> Reads:
     # Versions are immutable: read once per process, like their parsed definitions.
     definition = PlaybookVersion.objects.for_tenant(tenant_id).values_list("definition", flat=True).get(pk=version_id)
-    families: set[str] = set()
-    events: set[str] | None = set()
+    reads = Reads(frozenset(), frozenset())
     for raw in (definition.get("entry"), definition.get("goal")):
         if raw is None:
             continue
@@ -98,10 +97,8 @@ def _reads_of(version_id: int, tenant_id: int) -> Reads:
             condition = condition_parse(raw)
         except ConditionInvalid:
             continue
-        families |= entities_read(condition)
-        names = events_read(condition)
-        events = None if names is None or events is None else events | names
-    return Reads(frozenset(families), None if events is None else frozenset(events))
+        reads = _joined(reads, Reads(frozenset(entities_read(condition)), events_read(condition)))
+    return reads
 
 
 def _joined(one: Reads, other: Reads) -> Reads:
