@@ -34,7 +34,11 @@ def _generated() -> Tenant:
 
 def connections() -> int:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        # Client connections only: an autovacuum or parallel worker may come and go on its own.
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend'"
+        )
         return cursor.fetchone()[0]
 
 
