@@ -247,7 +247,9 @@ class TenantManager[M: models.Model](models.Manager[M]):
         staging = f"plg_copy_{table}_{zlib.crc32(column_list.encode()):08x}"
         # No savepoint: a failure here fails the caller's transaction anyway. The staging table is made (if this
         # session has none yet) in the same round trip as the COPY: one simple query holding both statements.
-        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        # The COPY goes through the driver's own cursor, which Django does not wrap: wrap_database_errors turns the
+        # driver's errors into Django's (an outage into OperationalError, which callers answer with 503).
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor, connection.wrap_database_errors:
             cursor.cursor.copy_expert(
                 f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "  # noqa: S608 - model columns
                 f"SELECT {column_list} FROM {table} WITH NO DATA; COPY {staging} ({column_list}) FROM STDIN",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.apps import apps
-from django.db import connection, models
+from django.db import DataError, OperationalError, connection, connections, models
 from django.utils.timezone import now
 
 from accounts.models import Account, EndUser, Membership
@@ -264,6 +264,35 @@ def test_the_copy_door_upserts_within_the_named_tenant_only(tenant_a: TenantWorl
     mine = DailyRollup.objects.for_tenant(tenant_a.tenant).order_by("account_id").values_list("account_id", "count")
     assert list(mine) == [(1, 5), (2, 1)]  # the row with that key replaced, the new one added
     assert DailyRollup.objects.for_tenant(tenant_b.tenant).get().count == 3  # the same key in another tenant
+
+
+def test_the_copy_door_raises_djangos_database_errors_not_the_drivers(tenant_a: TenantWorld) -> None:
+    # Found by the chaos suite: a COPY cut off by a PostgreSQL restart raised the driver's OperationalError, which
+    # the ingestion door did not know as an outage, and answered 500 instead of 503 + Retry-After.
+    columns = ["account_id", "end_user_id", "name", "day", "count"]
+
+    with pytest.raises(DataError) as raised:
+        DailyRollup.objects.copy(tenant_a.tenant, columns, [(1, 0, "opened", date(2026, 11, 20), "many")])
+
+    assert type(raised.value).__module__ == "django.db.utils"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_copy_on_a_connection_the_server_dropped_is_an_operational_error(tenant_a: TenantWorld) -> None:
+    columns = ["account_id", "end_user_id", "name", "day", "count"]
+    connection.ensure_connection()
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    finally:
+        other.close()
+
+    try:
+        with pytest.raises(OperationalError):
+            DailyRollup.objects.copy(tenant_a.tenant, columns, [(1, 0, "opened", date(2026, 11, 20), 1)])
+    finally:
+        connection.close()
 
 
 def test_the_copy_door_keeps_existing_rows_when_an_upsert_updates_nothing(tenant_a: TenantWorld) -> None:
