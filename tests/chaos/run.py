@@ -475,6 +475,9 @@ class Chaos:
         r, attempts = self.report, list(self.sender.attempts)
         errors = [a for a in attempts if a.status >= 500 and a.status != 503]
         r.add("API answers 500 (any time)", len(errors), "0", not errors)
+        if errors:  # the run's logs stay on the machine that ran it (CI's are gone): the report names the cause
+            logged = (self.log_dir / "web.log").read_text(errors="replace").splitlines()
+            self.report.notes += [f"500: …{line[-600:]}" for line in logged if "Internal Server Error" in line][:3]
         pg = self.windows["PostgreSQL restart -m immediate"]
         during = [a for a in attempts if pg.start - 0.5 <= a.started <= pg.back + 2 and not 200 <= a.status < 300]
         unavailable = [a for a in during if a.status == 503]
