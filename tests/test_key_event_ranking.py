@@ -1,0 +1,80 @@
+"""A tenant that names no key events gets its most frequent events (scoring/config.py). When only some entities
+are loaded (a processing round) that ranking is a whole-tenant aggregate: seconds on a big tenant, so a round asks
+for it once, and an answer that cost much is kept a hundred times as long as it took; a small tenant's is never
+kept, so a new event name counts at once."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from scoring.models import ScoreKind
+from scoring.services import scoring_history
+from signals import features
+from signals.features import key_events_of, name_totals
+from signals.models import DailyRollup
+from tests.conftest import TenantWorld
+
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+SINCE = date(2026, 9, 1)
+COLUMNS = ["account_id", "end_user_id", "name", "day", "count"]
+
+
+def _account_events(world: TenantWorld, *rows: tuple[int, str, int]) -> None:
+    DailyRollup.objects.copy(
+        world.tenant, COLUMNS, [(account, 0, name, date(2026, 11, 19), n) for account, name, n in rows]
+    )
+
+
+def test_a_small_tenants_ranking_is_counted_afresh_every_time(tenant_a: TenantWorld) -> None:
+    _account_events(tenant_a, (1, "opened", 3))
+    assert name_totals(tenant_a.tenant, since=SINCE) == {"opened": 3}
+
+    _account_events(tenant_a, (2, "report_created", 5))
+
+    assert name_totals(tenant_a.tenant, since=SINCE) == {"opened": 3, "report_created": 5}
+
+
+def test_a_ranking_that_cost_much_is_kept_a_hundred_times_as_long_as_it_took(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = features._name_totals_counted
+
+    def slow(*args: Any) -> dict[str, int]:
+        time.sleep(0.06)  # a big tenant's aggregate, in small
+        return counted(*args)
+
+    monkeypatch.setattr(features, "_name_totals_counted", slow)
+    _account_events(tenant_a, (1, "opened", 3))
+    first = name_totals(tenant_a.tenant, since=SINCE)
+    _account_events(tenant_a, (2, "report_created", 5))
+
+    again = name_totals(tenant_a.tenant, since=SINCE)
+    other_window = name_totals(tenant_a.tenant, since=date(2026, 11, 1))
+
+    assert first == again == {"opened": 3}  # kept: the new rows are not counted yet
+    assert other_window == {"opened": 3, "report_created": 5}  # kept per window
+    left = redis.Redis.from_url(settings.REDIS_URL).ttl(cache.make_key(f"name-totals:{tenant_a.tenant.pk}:{SINCE}"))
+    assert 5 <= left <= 9  # 100 x ~0.06 s
+
+
+def test_a_processing_round_counts_the_tenants_events_once(tenant_a: TenantWorld) -> None:
+    _account_events(tenant_a, (1, "opened", 3), (2, "report_created", 5))
+    history = scoring_history(
+        tenant=tenant_a.tenant, kinds=(ScoreKind.CONVERSION, ScoreKind.CHURN, ScoreKind.CHAMPION), now=NOW,
+        accounts=[1],
+    )  # fmt: skip
+
+    with CaptureQueriesContext(connection) as queries:
+        rankings = [key_events_of(history, []) for _kind in ("conversion", "churn", "champion")]
+
+    assert rankings == [["report_created", "opened"]] * 3  # the whole tenant's, not only account 1's
+    assert sum("GROUP BY name" in query["sql"] for query in queries.captured_queries) == 1
