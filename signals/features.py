@@ -602,9 +602,9 @@ def _run_queries(tenant: Tenant, queries: dict[str, Callable[[], Any]], threads:
 # every processing round of a tenant that names no key events (the default). An answer that cost more than
 # NAME_TOTALS_KEEP_MIN_COST seconds is kept NAME_TOTALS_KEEP_FACTOR times as long as it took (at most
 # NAME_TOTALS_KEEP_MAX_SECONDS), so the aggregate takes at most ~1% of the time; a small tenant's costs
-# milliseconds, is never kept, and a new event name counts at once. Kept in the shared cache (Redis): without it,
-# computed every time.
-NAME_TOTALS_KEEP_MIN_COST = 0.05
+# milliseconds and is never kept. Kept in the shared cache (Redis; without it, counted every time) under the number
+# of event names the tenant has: a new event name is counted at once.
+NAME_TOTALS_KEEP_MIN_COST = 0.1
 NAME_TOTALS_KEEP_FACTOR = 100
 NAME_TOTALS_KEEP_MAX_SECONDS = 900
 
@@ -612,7 +612,9 @@ NAME_TOTALS_KEEP_MAX_SECONDS = 900
 def name_totals(tenant: Tenant, *, since: date | None) -> dict[str, int]:
     """Events per name over the tenant's account-level rollups (user-level if it has none), from `since` on:
     what `key_events_of` ranks when the tenant configured no key events."""
-    key = f"name-totals:{tenant.pk}:{since}"
+    from signals.models import EventName
+
+    key = f"name-totals:{tenant.pk}:{since}:{EventName.objects.for_tenant(tenant).count()}"
     try:
         kept = cache.get(key)
     except RedisError:
