@@ -14,3 +14,8 @@ application = get_wsgi_application()
 # trigger it (the PQL list benchmark's p95, docs/benchmarks.md). Frozen, the collector skips it.
 get_resolver().url_patterns  # noqa: B018 - import the views now, so they are frozen too
 gc.freeze()
+# Requests still build many containers (a batch of 100 events parses into thousands), nearly all freed by reference
+# counting. At the default thresholds (700, 10, 10) 200 ingestion requests ran ~300 young, 27 middle and 2 full
+# collections, each walking what was alive; at these, almost none: 2-5% less CPU per request (paired
+# in-process runs, docs/benchmarks.md). What cyclic garbage there is waits a little longer.
+gc.set_threshold(50_000, 50, 100)
