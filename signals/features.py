@@ -603,7 +603,7 @@ def _run_queries(tenant: Tenant, queries: dict[str, Callable[[], Any]], threads:
 # NAME_TOTALS_KEEP_MIN_COST seconds is kept NAME_TOTALS_KEEP_FACTOR times as long as it took (at most
 # NAME_TOTALS_KEEP_MAX_SECONDS), so the aggregate takes at most ~1% of the time; a small tenant's costs
 # milliseconds and is never kept. Kept in the shared cache (Redis; without it, counted every time) under the number
-# of event names the tenant has: a new event name is counted at once.
+# of event names the tenant has: a new event name is counted at once (ADR 0020).
 NAME_TOTALS_KEEP_MIN_COST = 0.1
 NAME_TOTALS_KEEP_FACTOR = 100
 NAME_TOTALS_KEEP_MAX_SECONDS = 900
