@@ -216,7 +216,9 @@ def parse_properties(raw: Any, path: str, *, allow_lists: bool = True) -> Proper
             if len(value) > MAX_TEXT_LENGTH:
                 errors[f"{path}.{key}"] = f"text longer than {MAX_TEXT_LENGTH} characters"
                 continue
-            types[key] = "datetime" if parse_datetime(value) is not None else "text"
+            # Most texts are no dates: their first character rules them out without a call (parse_datetime's test).
+            maybe_date = len(value) >= 16 and (value[0].isdigit() or value[0].isspace())
+            types[key] = "datetime" if maybe_date and parse_datetime(value) is not None else "text"
         elif kind is bool:
             types[key] = "boolean"
         elif kind is int:

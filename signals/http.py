@@ -63,7 +63,7 @@ def parse_json(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno} (char {exc.pos})"
         raise BodyError(400, f"Malformed JSON: {exc.msg} at {where}.") from None
-    if _deeper_than(parsed, MAX_JSON_DEPTH):
+    if json_deeper_than(raw, parsed, MAX_JSON_DEPTH):
         raise BodyError(400, f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels; send flatter properties.")
     return parsed
 
@@ -72,11 +72,30 @@ MAX_JSON_DEPTH = 32  # calls are a few levels deep; deeper is a mistake or an at
 
 
 _CONTAINERS = (dict, list)
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')  # every byte but quotes and brackets
+
+
+def json_deeper_than(raw: bytes, parsed: Any, limit: int) -> bool:
+    """`_deeper_than(parsed, limit)`, decided from the JSON text at C speed when it can be (a third of the time).
+
+    With no backslash in the text, every quote opens or closes a string. Keeping only quotes and brackets and
+    dropping the empty strings leaves the containers' skeleton, unless a string held a bracket (a quote is left:
+    walk instead). Each round of deleting `{}` then `[]` pairs removes the innermost level and at most one more,
+    so a skeleton gone within `limit // 2` rounds nests at most `limit` deep; anything else is walked exactly.
+    """
+    if b"\\" not in raw:
+        skeleton = raw.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+        if b'"' not in skeleton:
+            for _round in range(limit // 2):
+                skeleton = skeleton.replace(b"{}", b"").replace(b"[]", b"")
+                if not skeleton:
+                    return False
+    return _deeper_than(parsed, limit)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
     """Whether containers nest deeper than `limit`: level by level, looking only at containers (no recursion for
-    an attacker to exhaust; a third of the time of a walk over every value, paid by every request)."""
+    an attacker to exhaust; a third of the time of a walk over every value)."""
     level = [value] if isinstance(value, _CONTAINERS) else []
     depth = 0
     while level:

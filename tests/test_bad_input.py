@@ -12,8 +12,11 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 from django.test import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accounts.models import Account, EndUser
 from signals.models import Event
@@ -194,3 +197,42 @@ def test_the_nesting_limit_counts_containers_exactly_whatever_their_mix_and_widt
     assert not _deeper_than({"calls": [{"metadata": {str(n): n for n in range(50)}} for _ in range(1_000)]}, 4)
     assert _deeper_than({"calls": [{}] * 999 + [{"a": {}}]}, 3)  # the one deep call among many flat ones
     assert not _deeper_than("scalar", 0)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.text(alphabet='ab[]{}"\\ \u00e9\n', max_size=6)
+    | st.text(alphabet="[]{}", max_size=4),  # brackets in strings, and nothing that needs an escape
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(alphabet='k[]{}"\\', max_size=3), children, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@given(value=JSON_VALUES, limit=st.integers(min_value=0, max_value=12), indent=st.booleans())
+@settings(max_examples=1_000, deadline=None)
+def test_the_nesting_limit_read_from_the_json_text_agrees_with_the_walk(value: object, limit: int,
+                                                                        indent: bool) -> None:  # fmt: skip
+    """Brackets and quotes inside strings, escapes and whitespace between tokens never fool the text's reading."""
+    from signals.http import _deeper_than, json_deeper_than
+
+    raw = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
+
+    assert json_deeper_than(raw, orjson.loads(raw), limit) == _deeper_than(value, limit)
+
+
+def test_the_nesting_limit_read_from_the_json_text_is_exact_at_the_limit() -> None:
+    from signals.http import MAX_JSON_DEPTH, json_deeper_than
+
+    for depth in (MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1):
+        for opener, closer in (("[", "]"), ('{"a":', "}"), ('[{"b":', "}]")):
+            raw = (opener * depth + "1" + closer * depth).encode()
+            value = orjson.loads(raw)
+            real_depth = depth * (2 if opener.startswith("[{") else 1)
+            assert json_deeper_than(raw, value, MAX_JSON_DEPTH) == (real_depth > MAX_JSON_DEPTH), (opener, depth)
+    # Brackets in strings that would close a real container early and open one again later: depth 3, not 1.
+    raw = b'[{"k0":"}","k1":{"k0":1},"k2":"{"}]'
+    assert json_deeper_than(raw, orjson.loads(raw), 2)

@@ -14,6 +14,7 @@ from django.db import IntegrityError, OperationalError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from accounts.identity import Resolver
 from accounts.models import (
     Account,
     DeviceLink,
@@ -98,6 +99,41 @@ def test_a_user_identified_by_email_then_by_user_id_and_email_is_one_record(jour
     assert user.properties == {"first_name": "Ann", "plan": "pro"}
     assert set(journy.events().values_list("name", "end_user_id")) == {("login", user.pk), ("logout", user.pk)}
     assert user.last_seen_at is not None
+
+
+def test_a_batch_naming_records_by_both_identifiers_finds_each_record_once(journy: Journy) -> None:
+    journy.upsert_user({"userId": "u1", "email": "ann@acme.com"}, {})
+    journy.upsert_user({"email": "bob@acme.com"}, {})
+    journy.upsert_account({"accountId": "a1", "domain": "acme.com"}, {})
+
+    response = journy.batch([
+        {"type": "track", "name": "both", "identification": {"user": {"userId": "u1", "email": "ann@acme.com"},
+                                                             "account": {"accountId": "a1", "domain": "acme.com"}}},
+        {"type": "track", "name": "by_email", "identification": {"user": {"email": "ann@acme.com"},
+                                                                 "account": {"domain": "acme.com"}}},
+        {"type": "track", "name": "email_only_row", "identification": {"user": {"email": "bob@acme.com"}}},
+        {"type": "track", "name": "new", "identification": {"user": {"userId": "u2"}}},
+    ])  # fmt: skip
+
+    assert response.status_code == 200, response.content
+    ann, bob, new = (journy.users().get(email="ann@acme.com"), journy.users().get(email="bob@acme.com"),
+                     journy.users().get(external_id="u2"))  # fmt: skip
+    [account] = journy.accounts()
+    assert journy.users().count() == 3
+    assert set(journy.events().values_list("name", "end_user_id", "account_id")) == {
+        ("both", ann.pk, account.pk), ("by_email", ann.pk, account.pk),
+        ("email_only_row", bob.pk, None), ("new", new.pk, None),
+    }  # fmt: skip
+
+
+def test_the_identity_prefetch_reads_a_record_both_identifiers_match_once(journy: Journy) -> None:
+    journy.upsert_user({"userId": "u1", "email": "ann@acme.com"}, {})
+    resolver = Resolver.for_users(journy.world.tenant)
+
+    resolver.prefetch([("u1", "ann@acme.com"), (None, "ann@acme.com"), ("u1", None)])
+
+    [node] = resolver.nodes
+    assert (node.external_id, node.alt) == ("u1", "ann@acme.com")
 
 
 def test_one_person_can_be_owner_of_one_account_and_member_of_another(journy: Journy) -> None:
