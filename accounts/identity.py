@@ -106,12 +106,12 @@ class Resolver:
         branches = []
         if external_ids:
             params[f"ids{n}"] = external_ids
-            branches.append(f"{select}WHERE tenant_id = %(tenant)s AND external_id = ANY(%(ids{n})s)")
+            branches.append(f"{select}WHERE tenant_id = %(tenant)s AND external_id = ANY(%(ids{n})s::text[])")
         if alts:
             params[f"alts{n}"] = alts
             # A row both identifiers match comes once: from the first branch (a NULL external_id is not matched).
-            not_matched = f" AND (external_id <> ALL(%(ids{n})s)) IS NOT FALSE" if external_ids else ""
-            where = f"tenant_id = %(tenant)s AND {self.alt_field} = ANY(%(alts{n})s){not_matched}"
+            not_matched = f" AND (external_id <> ALL(%(ids{n})s::text[])) IS NOT FALSE" if external_ids else ""
+            where = f"tenant_id = %(tenant)s AND {self.alt_field} = ANY(%(alts{n})s::text[]){not_matched}"
             branches.append(f"{select}WHERE {where}")
         return " UNION ALL ".join(branches) or None
 

@@ -301,8 +301,8 @@ def _history_of(tenant: Tenant, entity_type: str, pks: Iterable[int]) -> tuple[A
 
 
 def entities_delete(*, tenant: Tenant, model: type[EndUser] | type[Account], pks: Sequence[int]) -> None:
-    """Delete users or accounts with their memberships and history (events go with them: FK cascade;
-    their daily rollups and the marks of the other side are the caller's, signals.services)."""
+    """Delete users or accounts with their memberships and history (their events, their daily rollups and the
+    marks of the other side are the caller's, signals.services, which deletes them first)."""
     if not pks:
         return
     entity_type = EntityType.USER if model is EndUser else EntityType.ACCOUNT

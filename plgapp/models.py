@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
+import orjson
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.core.validators import RegexValidator
@@ -23,6 +24,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from plgapp.keys import KeyKind
+from plgapp.pgarrays import array_literal
 from plgapp.roles import Role
 
 
@@ -183,11 +185,14 @@ class TenantManager[M: models.Model](models.Manager[M]):
 
     def sql(self, tenant: Tenant | int, statement: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run `statement` for one tenant. It must use `%(tenant)s` wherever it names the tenant; the door
-        binds it (callers cannot pass their own). Returns the rows, if the statement has any."""
+        binds it (callers cannot pass their own). Lists go as array literals (plgapp.pgarrays): the statement
+        names their type (`%(ids)s::bigint[]`) or compares them with a column. Returns the rows, if any."""
         if "%(tenant)s" not in statement or "tenant" in params:
             raise TenantScopeError("plain SQL on tenant data must say tenant_id = %(tenant)s; the door binds it")
+        bound = {name: array_literal(value) if type(value) is list else value for name, value in params.items()}
+        bound["tenant"] = _tenant_id(tenant)
         with connection.cursor() as cursor:
-            cursor.execute(statement, {**params, "tenant": _tenant_id(tenant)})
+            cursor.execute(statement, bound)
             return cursor.fetchall() if cursor.description else []
 
     def set_by_pk(self, tenant: Tenant | int, fields: Sequence[str], rows: Sequence[Any], *, batch: int = 500) -> None:
@@ -218,6 +223,37 @@ class TenantManager[M: models.Model](models.Manager[M]):
                 params,
             )
 
+    def insert(
+        self,
+        tenant: Tenant | int,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        conflict: Sequence[str] = (),
+        conflict_where: str = "",
+        update: Sequence[str] = (),
+    ) -> None:
+        """Insert rows (sequences of `columns` values) for one tenant in one statement: the rows travel as one
+        JSON document that `jsonb_populate_recordset` reads with the table's own row type, so each value is read as
+        its column's type. Values are what orjson writes: text, numbers, booleans, None, datetimes and dates (ISO
+        8601), and dicts or lists for JSON columns. `conflict` / `update` as for copy(); `conflict_where` is the
+        predicate of a partial unique index named by `conflict`.
+
+        The small-batch path (an ingestion request): no staging table, so nothing to create, fill, empty and
+        truncate at commit, and one round trip (docs/benchmarks.md). COPY stays the path for large batches."""
+        if not rows:
+            return
+        column_list = ", ".join(columns)
+        table = self.model._meta.db_table
+        document = orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows]).decode()
+        upsert = _on_conflict(conflict, conflict_where, update)
+        self.sql(
+            tenant,
+            f"INSERT INTO {table} (tenant_id, {column_list}) SELECT %(tenant)s, {column_list} "  # noqa: S608 - model columns
+            f"FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb){upsert}",
+            {"rows": document},
+        )
+
     def copy(
         self,
         tenant: Tenant | int,
@@ -236,11 +272,7 @@ class TenantManager[M: models.Model](models.Manager[M]):
             return
         column_list = ", ".join(["tenant_id", *columns])
         table = self.model._meta.db_table
-        upsert = ""
-        if conflict:
-            assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in update)
-            action = f"DO UPDATE SET {assignments}" if update else "DO NOTHING"
-            upsert = f" ON CONFLICT ({', '.join(['tenant_id', *conflict])}) {action}"
+        upsert = _on_conflict(conflict, "", update)
         # Row-level security refuses COPY into the table itself (plgapp/rls.py): the rows go to a private staging
         # table of this session, then move in one INSERT, which the tenant policy checks row by row. ON COMMIT
         # DELETE ROWS empties the staging table at each commit without leaving dead rows behind.
@@ -259,6 +291,17 @@ class TenantManager[M: models.Model](models.Manager[M]):
                 f"WITH moved AS (DELETE FROM {staging} RETURNING {column_list}) "  # noqa: S608 - model columns
                 f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved{upsert}"
             )
+
+
+def _on_conflict(conflict: Sequence[str], where: str, update: Sequence[str]) -> str:
+    """The ON CONFLICT tail of a bulk write: replace the `update` columns of a row whose key is there already, or
+    drop the new row when `update` names none. `conflict` is the key after tenant_id; no conflict, no tail."""
+    if not conflict:
+        return ""
+    assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in update)
+    action = f"DO UPDATE SET {assignments}" if update else "DO NOTHING"
+    predicate = f" WHERE {where}" if where else ""
+    return f" ON CONFLICT ({', '.join(['tenant_id', *conflict])}){predicate} {action}"
 
 
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")

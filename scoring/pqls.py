@@ -105,7 +105,7 @@ def _ranked_ids(
     after: tuple[float, int] | None = None, before: tuple[float, int] | None = None,
 ) -> list[tuple[float, int]]:  # fmt: skip
     """(score, account id) of one page, highest first, after (or before) a keyset position."""
-    where = ["a.tenant_id = %(tenant)s", "a.stage = ANY(%(stages)s)"]
+    where = ["a.tenant_id = %(tenant)s", "a.stage = ANY(%(stages)s::text[])"]
     params: dict[str, Any] = {"stages": list(stages), "now": now, "limit": limit}
     if filters.min_score is not None:
         where.append("s.value >= %(min_score)s")

@@ -21,14 +21,19 @@ class Event(TenantScopedModel):
         Tenant, on_delete=models.CASCADE, related_name="+", editable=False, db_constraint=False, db_index=False
     )
     name = models.CharField(max_length=255)
-    # No database-side foreign keys (ADR 0005): they halve the insert rate of the busiest table. Deletes
-    # still cascade (Django's collector), merges move events explicitly, ids come from the resolver.
+    # No database-side foreign keys (ADR 0005): they halve the insert rate of the busiest table. No index on
+    # either column alone either: each would be kept up to date on every insert (a tenth of ingestion's database
+    # time) only to serve Django's cascade, which deletes by the column without the tenant. Instead the services
+    # delete a user's or account's events themselves, by tenant (signals.services), which the tenant-led indexes
+    # serve; merges move events explicitly; ids come from the resolver.
     end_user = models.ForeignKey(
-        EndUser, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_constraint=False
-    )
+        EndUser, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        db_index=False,
+    )  # fmt: skip
     account = models.ForeignKey(
-        Account, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_constraint=False
-    )
+        Account, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        db_index=False,
+    )  # fmt: skip
     device_id = models.CharField(max_length=255, null=True, blank=True)
     properties = models.JSONField(default=dict)
     occurred_at = models.DateTimeField()

@@ -504,6 +504,26 @@ def test_deleting_a_user_removes_its_events_memberships_and_history(journy: Jour
     assert journy.accounts().count() == 1
 
 
+def test_deleting_users_and_accounts_deletes_exactly_their_events_by_tenant(
+    journy: Journy, tenant_b: TenantWorld
+) -> None:
+    """Events have no index on end_user_id or account_id alone (ingestion keeps every index up to date): the
+    delete must name the tenant, and take exactly the deleted records' events."""
+    for user, account in (("u1", "a1"), ("u2", "a1"), ("u2", "a2"), ("u3", "a3")):
+        journy.track({"user": {"userId": user}, "account": {"accountId": account}}, f"{user}-{account}")
+    Journy(tenant_b).track({"user": {"userId": "u1"}, "account": {"accountId": "a1"}}, "theirs")
+
+    with CaptureQueriesContext(connection) as queries:
+        assert journy.send("delete", "/users", {"identification": {"userId": "u1"}}).status_code == 200
+        assert journy.send("delete", "/accounts", {"identification": {"accountId": "a2"}}).status_code == 200
+
+    assert sorted(journy.events().values_list("name", flat=True)) == ["u2-a1", "u3-a3"]
+    assert list(Event.objects.for_tenant(tenant_b.tenant).values_list("name", flat=True)) == ["theirs"]
+    deletes = [query["sql"] for query in queries.captured_queries if 'DELETE FROM "signals_event"' in query["sql"]]
+    assert len(deletes) == 2
+    assert all('"signals_event"."tenant_id" =' in sql for sql in deletes), deletes
+
+
 def test_one_tenants_write_key_never_touches_another_tenants_records(
     tenant_a: TenantWorld, tenant_b: TenantWorld
 ) -> None:
@@ -593,7 +613,7 @@ def test_users_whose_seen_times_already_cover_a_request_cost_no_update(journy: J
         with CaptureQueriesContext(connection) as queries:
             assert journy.batch(calls).status_code == 200
         return [
-            {int(pk) for pk in re.search(r"unnest\(ARRAY\[([\d, ]*)\]", query["sql"]).group(1).split(",")}  # type: ignore[union-attr]
+            {int(pk) for pk in re.search(r"unnest\('\{([\d,]*)\}'", query["sql"]).group(1).split(",")}  # type: ignore[union-attr]
             for query in queries.captured_queries
             if "UPDATE accounts_enduser" in query["sql"]
         ]

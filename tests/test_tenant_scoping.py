@@ -94,6 +94,17 @@ def test_every_tenant_table_is_indexed_by_tenant_first_and_never_by_tenant_alone
 
 
 @pytest.mark.django_db
+def test_the_events_table_has_no_index_on_one_column_alone() -> None:
+    """Every ingestion request inserts ~100 events, and each keeps every index of the table up to date: one on
+    end_user_id or account_id alone served only Django's cascade by that column, which the services replace with
+    deletes by tenant (signals.services). Only the primary key stands alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(_INDEXES_SQL, [["signals_event"]])
+        alone = [name for _table, name, columns, _unique, partial in cursor.fetchall() if len(columns) == 1]
+    assert alone == []
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "query",
     [
@@ -264,6 +275,38 @@ def test_the_copy_door_upserts_within_the_named_tenant_only(tenant_a: TenantWorl
     mine = DailyRollup.objects.for_tenant(tenant_a.tenant).order_by("account_id").values_list("account_id", "count")
     assert list(mine) == [(1, 5), (2, 1)]  # the row with that key replaced, the new one added
     assert DailyRollup.objects.for_tenant(tenant_b.tenant).get().count == 3  # the same key in another tenant
+
+
+def test_the_insert_door_writes_and_upserts_within_the_named_tenant_only(
+    tenant_a: TenantWorld, tenant_b: TenantWorld
+) -> None:
+    columns, key = ["account_id", "end_user_id", "name", "day", "count"], ["account_id", "end_user_id", "name", "day"]
+    day = date(2026, 11, 20)
+    for world in (tenant_a, tenant_b):
+        DailyRollup.objects.insert(world.tenant, columns, [(1, 0, 'o"pe\\n\ted', day, 3)])
+
+    DailyRollup.objects.insert(
+        tenant_a.tenant, columns, [(1, 0, 'o"pe\\n\ted', day, 5), (2, 0, "x", day, 1)], conflict=key, update=["count"]
+    )
+
+    mine = (
+        DailyRollup.objects.for_tenant(tenant_a.tenant)
+        .order_by("account_id")
+        .values_list("account_id", "name", "count")
+    )
+    assert list(mine) == [(1, 'o"pe\\n\ted', 5), (2, "x", 1)]
+    assert DailyRollup.objects.for_tenant(tenant_b.tenant).get().count == 3  # the same key in another tenant
+
+
+def test_the_insert_door_writes_json_columns_as_json(tenant_a: TenantWorld) -> None:
+    properties = {"plan": "pro", "seats": 3, "ratio": 0.5, "tags": ["a", "b"], "nested": {"x": None}}
+    EndUser.objects.insert(
+        tenant_a.tenant,
+        ["external_id", "properties", "property_times", "created_at", "updated_at"],
+        [("u1", properties, {}, now(), now())],
+    )
+
+    assert EndUser.objects.for_tenant(tenant_a.tenant).get().properties == properties
 
 
 def test_the_copy_door_raises_djangos_database_errors_not_the_drivers(tenant_a: TenantWorld) -> None:

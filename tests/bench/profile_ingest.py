@@ -2,8 +2,9 @@
 
 The HTTP benchmark (bench_ingest.py) measures what users see, but this machine's speed drifts over an hour by more
 than most changes move it. This calls `plgapp.wsgi`'s application directly with the benchmark's own batches and
-counts the Python CPU time per request (`time.process_time`: PostgreSQL runs in other processes), so a change can
-be judged by alternating old and new code every few dozen requests in the same process.
+counts the CPU time per request of both sides: this process's Python (`time.process_time`) and the connection's
+PostgreSQL backend (read from `/proc`, to 10 ms per block), so a change can be judged by alternating old and new
+code every few dozen requests in the same process.
 
 Run inside the embedded services:
 
@@ -134,8 +135,21 @@ def cycle(bodies: list[bytes]) -> Iterator[bytes]:
         yield from bodies
 
 
+def backend_cpu() -> float:
+    """CPU seconds the PostgreSQL backend of this process's connection has used (it runs on this machine)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [(pid,)] = cursor.fetchall()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_variants(call: Caller, bodies: Iterator[bytes], variants: dict[str, Callable[[], None]], args: Any) -> None:
+    """Python CPU (this process), PostgreSQL CPU (the connection's backend) and wall time per request."""
     cpu: dict[str, float] = defaultdict(float)
+    database: dict[str, float] = defaultdict(float)
     wall: dict[str, float] = defaultdict(float)
     done: dict[str, int] = defaultdict(int)
     rounds = max(1, args.requests // args.block)
@@ -145,19 +159,22 @@ def run_variants(call: Caller, bodies: Iterator[bytes], variants: dict[str, Call
         for name in order:
             variants[name]()
             call(next(bodies))  # the first request after a swap is not counted (caches of the other variant)
+            began_database = backend_cpu()
             began_cpu, began_wall = time.process_time(), time.perf_counter()
             for _ in range(args.block):
                 call(next(bodies))
-            spent = time.process_time() - began_cpu
+            spent, took = time.process_time() - began_cpu, time.perf_counter() - began_wall
+            spent_database = backend_cpu() - began_database
             cpu[name] += spent
-            wall[name] += time.perf_counter() - began_wall
+            database[name] += spent_database
+            wall[name] += took
             done[name] += args.block
-            line.append(f"{name} {1000 * spent / args.block:.3f}")
-        print(f"round {number + 1:3d}: " + "  ".join(line) + " ms CPU/request", flush=True)
+            line.append(f"{name} {1000 * spent / args.block:.2f}+{1000 * spent_database / args.block:.2f}")
+        print(f"round {number + 1:3d}: " + "  ".join(line) + " ms CPU/request (Python+PostgreSQL)", flush=True)
     for name in variants:
         print(
-            f"{name}: {1000 * cpu[name] / done[name]:.3f} ms CPU/request, "
-            f"{1000 * wall[name] / done[name]:.3f} ms wall/request ({done[name]} requests)"
+            f"{name}: {1000 * cpu[name] / done[name]:.3f} ms Python + {1000 * database[name] / done[name]:.3f} ms "
+            f"PostgreSQL CPU/request, {1000 * wall[name] / done[name]:.3f} ms wall/request ({done[name]} requests)"
         )
 
 
