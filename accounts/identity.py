@@ -195,8 +195,10 @@ class Resolver:
 
     def flush(self, *, merge: Callable[[int, int], None], defaults: Callable[[], dict[str, Any]]) -> None:
         """Apply the plan: free moved identifiers, merge, update, insert; every node gets its pk."""
-        manager = self.model.objects.for_tenant(self.tenant)
         roots = [node for node in self.nodes if node.parent is None]
+        if not self.merges and not any(node.pk is None or node.alt_dirty or node.external_dirty for node in roots):
+            return  # nearly every request: all known, nothing moved (a queryset costs more to build than this test)
+        manager = self.model.objects.for_tenant(self.tenant)
         losing_alt = [n.pk for n in roots if n.pk is not None and n.alt_dirty and n.original_alt is not None]
         if losing_alt:
             manager.filter(pk__in=losing_alt).update(**{self.alt_field: None})

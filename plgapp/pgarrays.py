@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+_BOOLEANS = {True: "t", False: "f"}
+
 
 def _quoted(text: str) -> str:
     if "\\" in text or '"' in text:
@@ -22,6 +24,20 @@ def _quoted(text: str) -> str:
 def array_literal(values: list[Any]) -> str | list[Any]:
     """`values` as an array literal, or the list itself when an element is of a kind this does not write
     (nested lists, dicts, …): psycopg2 then adapts it as before."""
+    kinds = set(map(type, values))
+    if kinds == {int}:  # ids: the usual case, written in C
+        return "{" + ",".join(map(str, values)) + "}"
+    if kinds == {bool}:
+        return "{" + ",".join(map(_BOOLEANS.__getitem__, values)) + "}"
+    if kinds == {str}:
+        joined = '","'.join(values)
+        # No element holds a quote or a backslash: the separators hold every quote there is.
+        if "\\" not in joined and joined.count('"') == 2 * (len(values) - 1):
+            return '{"' + joined + '"}'
+    return _element_by_element(values)
+
+
+def _element_by_element(values: list[Any]) -> str | list[Any]:
     parts: list[str] = []
     append = parts.append
     for value in values:
@@ -34,6 +50,8 @@ def array_literal(values: list[Any]) -> str | list[Any]:
             append("NULL")
         elif kind is bool:
             append("t" if value else "f")
+        elif isinstance(value, str):  # a str subclass (TextChoices, StrEnum): its text, not its str()
+            append(_quoted(str.__str__(value)))
         elif isinstance(value, date):  # datetime too: ISO 8601, offset included
             append(f'"{value.isoformat()}"')
         elif kind is float:

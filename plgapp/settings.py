@@ -121,6 +121,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Django's PostgreSQL backend with a health check that needs no round trip on a healthy connection.
+DATABASES["default"]["ENGINE"] = "plgapp.postgres"
 DATABASES["default"]["ATOMIC_REQUESTS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))

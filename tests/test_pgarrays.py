@@ -31,12 +31,27 @@ def round_trip(values: list[Any], element_type: str) -> list[Any]:
     [
         ([*AWKWARD, None], "text"),
         ([1, -2, 0, 2**62, None], "bigint"),
+        ([1, -2, 0, 2**62], "bigint"),
+        (["a,b", "{x}", " pad ", "", "NULL", "é ✓"], "text"),
+        (["plain", 'one "quoted"', "plain"], "text"),
         ([True, False, None], "boolean"),
+        ([True, False, True], "boolean"),
         ([date(2026, 12, 5), date(1, 1, 1), None], "date"),
         ([0.1, -1.5e300, 5e-324, None], "double precision"),
         ([], "text"),
     ],
-    ids=["texts", "integers", "booleans", "dates", "floats", "empty"],
+    ids=[
+        "texts",
+        "integers",
+        "ids",
+        "plain-texts",
+        "a-quoted-text",
+        "booleans",
+        "true-false",
+        "dates",
+        "floats",
+        "empty",
+    ],
 )
 def test_values_come_back_exactly(values: list[Any], element_type: str) -> None:
     assert round_trip(values, element_type) == values

@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=1000, help="measured requests per variant (default 1000)")
     parser.add_argument("--block", type=int, default=50, help="requests per turn of a variant (default 50)")
     parser.add_argument("--profile", type=int, default=0, help="cProfile this many requests instead")
+    parser.add_argument("--dump", type=Path, help="with --profile: also save the statistics to this file (pstats)")
     parser.add_argument("--sql", type=int, default=0, help="time the SQL statements of this many requests instead")
     parser.add_argument("--variants", type=Path, help="a Python file defining VARIANTS = {name: install, ...}")
     parser.add_argument("--fresh", action="store_true", help="recreate the scratch database")
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.profile):
             call(next(bodies))
         profiler.disable()
+        if args.dump:
+            profiler.dump_stats(args.dump)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(60)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
     elif args.sql:
