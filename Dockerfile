@@ -19,7 +19,7 @@ COPY playbooks ./playbooks
 COPY integrations ./integrations
 RUN pip install .
 
-COPY manage.py Procfile ./
+COPY manage.py Procfile gunicorn.conf.py ./
 COPY templates ./templates
 COPY static ./static
 

@@ -8,15 +8,15 @@ What it does, in one run:
 
 1. creates a scratch database next to DATABASE_URL's (`<name>_bench`, dropped and recreated: every run starts
    from an empty events table), migrates it and creates a tenant with `manage.py createtenant --json`;
-2. starts the production server, `gunicorn plgapp.wsgi --workers N` (sync workers, as in the Procfile);
+2. starts the production server, `gunicorn plgapp.wsgi --workers N` from the project root, so with the settings
+   of gunicorn.conf.py (threaded workers, 2 threads each, as in the Procfile);
 3. warms up: one pass of user-in-account events creates the whole identity pool (USERS users, ACCOUNTS
    accounts, user i in account i % ACCOUNTS), then a few seconds of load that is not measured;
 4. measures: a load generator in another process (CONNECTIONS threads, one http.client connection each)
    posts pre-built batches of BATCH events to /api/journy/batch for DURATION seconds (two minutes unless
    told otherwise: the rate is printed per INTERVAL too, so a rate that is not sustained shows); a third of the
    events name a user, a third an account, a third a user in its account, all existing identities
-   (gunicorn's sync workers close the connection after each answer, so each request opens a new
-   loopback TCP connection: keep-alive is requested but not granted);
+   (each thread keeps its connection alive, as HTTP/1.1 SDK clients do);
 5. stops gunicorn and COPYs as many equivalent rows (same metadata, resolved ids) into signals_event with
    psycopg2 copy_expert, COPY_BATCH rows per statement and transaction, and prints the ratio HTTP/COPY.
 
