@@ -262,39 +262,20 @@ def test_the_copy_door_writes_every_row_to_the_named_tenant(tenant_a: TenantWorl
     assert (user.external_id, user.email, user.properties) == ("u\t1", None, {"a": "b\\c"})
 
 
-def test_the_copy_door_upserts_within_the_named_tenant_only(tenant_a: TenantWorld, tenant_b: TenantWorld) -> None:
-    columns, key = ["account_id", "end_user_id", "name", "day", "count"], ["account_id", "end_user_id", "name", "day"]
-    day = date(2026, 11, 20)
-    for world in (tenant_a, tenant_b):
-        DailyRollup.objects.copy(world.tenant, columns, [(1, 0, "opened", day, 3)])
-
-    DailyRollup.objects.copy(
-        tenant_a.tenant, columns, [(1, 0, "opened", day, 5), (2, 0, "opened", day, 1)], conflict=key, update=["count"]
-    )
-
-    mine = DailyRollup.objects.for_tenant(tenant_a.tenant).order_by("account_id").values_list("account_id", "count")
-    assert list(mine) == [(1, 5), (2, 1)]  # the row with that key replaced, the new one added
-    assert DailyRollup.objects.for_tenant(tenant_b.tenant).get().count == 3  # the same key in another tenant
-
-
-def test_the_insert_door_writes_and_upserts_within_the_named_tenant_only(
-    tenant_a: TenantWorld, tenant_b: TenantWorld
+@pytest.mark.parametrize("door", ["copy", "insert"])
+def test_the_bulk_doors_upsert_within_the_named_tenant_only(
+    tenant_a: TenantWorld, tenant_b: TenantWorld, door: str
 ) -> None:
+    write = getattr(DailyRollup.objects, door)
     columns, key = ["account_id", "end_user_id", "name", "day", "count"], ["account_id", "end_user_id", "name", "day"]
-    day = date(2026, 11, 20)
+    day, name = date(2026, 11, 20), 'o"pe\\n\ted'  # quote, backslash, tab: each door's own escaping
     for world in (tenant_a, tenant_b):
-        DailyRollup.objects.insert(world.tenant, columns, [(1, 0, 'o"pe\\n\ted', day, 3)])
+        write(world.tenant, columns, [(1, 0, name, day, 3)])
 
-    DailyRollup.objects.insert(
-        tenant_a.tenant, columns, [(1, 0, 'o"pe\\n\ted', day, 5), (2, 0, "x", day, 1)], conflict=key, update=["count"]
-    )
+    write(tenant_a.tenant, columns, [(1, 0, name, day, 5), (2, 0, "x", day, 1)], conflict=key, update=["count"])
 
-    mine = (
-        DailyRollup.objects.for_tenant(tenant_a.tenant)
-        .order_by("account_id")
-        .values_list("account_id", "name", "count")
-    )
-    assert list(mine) == [(1, 'o"pe\\n\ted', 5), (2, "x", 1)]
+    mine = DailyRollup.objects.for_tenant(tenant_a.tenant).order_by("account_id")
+    assert list(mine.values_list("account_id", "name", "count")) == [(1, name, 5), (2, "x", 1)]  # replaced, added
     assert DailyRollup.objects.for_tenant(tenant_b.tenant).get().count == 3  # the same key in another tenant
 
 
