@@ -146,7 +146,23 @@ def normalize_key(key: str) -> str:
     return _WHITESPACE.sub("_", key.strip().lower())
 
 
+# What SDKs send (JavaScript's toISOString(), and the same to the second or the microsecond): UTC with a "Z",
+# which datetime.fromisoformat reads as it is — the same instant and zone as the general path below, in half
+# the time. Every event's timestamp takes this path.
+_UTC_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3}|\.\d{6})?Z")
+_UTC_DATETIME_LENGTHS = frozenset((20, 24, 27))
+
+
 def parse_datetime(value: str) -> datetime | None:
+    if len(value) in _UTC_DATETIME_LENGTHS and value[-1] == "Z" and _UTC_DATETIME.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:  # a day or hour out of range, year 0
+            return None
+    return _parse_datetime_general(value)
+
+
+def _parse_datetime_general(value: str) -> datetime | None:
     # Cheap pre-check first: most strings are not dates, and this runs for every text value.
     if len(value) < 16 or not value.lstrip()[:4].isdigit() or not _ISO_DATETIME.match(value.strip()):
         return None

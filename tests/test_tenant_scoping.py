@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from django.apps import apps
-from django.db import DataError, OperationalError, connection, connections, models
+from django.db import DataError, OperationalError, connection, connections, models, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils.timezone import now
 
-from accounts.models import Account, EndUser, Membership
+from accounts.models import Account, EndUser, EntityType, Membership
+from accounts.services import DirtyMarks
 from plgapp.keys import KeyKind
 from plgapp.models import ApiKey, TenantManager, TenantMember, TenantScopedModel, TenantScopeError
 from plgapp.services import api_key_create
-from signals.models import DailyRollup
+from signals.calls import AccountRef, Track, UserRef
+from signals.models import DailyRollup, Event
+from signals.rollups import rollups_recompute
+from signals.services import _forget_deleted, calls_ingest, events_move
 from tests.conftest import TenantWorld
 
 # (model label, field) pairs that may be unique across tenants, with the reason.
@@ -102,6 +107,45 @@ def test_the_events_table_has_no_index_on_one_column_alone() -> None:
         cursor.execute(_INDEXES_SQL, [["signals_event"]])
         alone = [name for _table, name, columns, _unique, partial in cursor.fetchall() if len(columns) == 1]
     assert alone == []
+
+
+def test_every_read_or_change_of_events_by_user_or_account_is_served_by_their_partial_indexes(
+    tenant_a: TenantWorld,
+) -> None:
+    """The indexes by account and by user leave out events without one (signals.models): each statement the
+    product runs on events by user or account — timelines, rollup recomputes, merges, deletes — names the entity,
+    which implies the index's condition. Captured from the real code and explained with sequential scans off."""
+    tenant = tenant_a.tenant
+    at = now()
+    calls = [
+        (n, Track(name="ping", at=at - timedelta(hours=n), user=UserRef(external_id=f"u{n % 3}"),
+                  account=AccountRef(external_id=f"a{n % 2}") if n % 4 else None))
+        for n in range(12)
+    ]  # fmt: skip
+    calls_ingest(tenant=tenant, calls=calls, now=at)
+    user_ids = list(EndUser.objects.for_tenant(tenant).order_by("pk").values_list("pk", flat=True))
+    account_ids = list(Account.objects.for_tenant(tenant).order_by("pk").values_list("pk", flat=True))
+    day = at.date()
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        list(Event.objects.for_tenant(tenant).filter(account_id=account_ids[0]).order_by("-occurred_at", "-id")[:51])
+        list(Event.objects.for_tenant(tenant).filter(end_user_id=user_ids[0]).order_by("-occurred_at", "-id")[:51])
+        rollups_recompute(tenant=tenant, entity_type=EntityType.ACCOUNT, ranges=[(account_ids[0], day, day)])
+        rollups_recompute(tenant=tenant, entity_type=EntityType.USER, ranges=[(user_ids[0], day, day)])
+        events_move(tenant=tenant, entity_type=EntityType.USER, from_pk=user_ids[2], to_pk=user_ids[1])
+        events_move(tenant=tenant, entity_type=EntityType.ACCOUNT, from_pk=account_ids[1], to_pk=account_ids[0])
+        _forget_deleted(tenant=tenant, entity_type=EntityType.USER, pks=[user_ids[1]], marks=DirtyMarks())
+        transaction.set_rollback(True)
+    skipped = ("INSERT INTO signals_event", "SAVEPOINT", "RELEASE", "SELECT pg_advisory")
+    statements = [query["sql"] for query in captured.captured_queries
+                  if "signals_event" in query["sql"] and not query["sql"].lstrip().startswith(skipped)]  # fmt: skip
+    assert len(statements) >= 7
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for statement in statements:
+            cursor.execute(f"EXPLAIN {statement}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan on signals_event" not in plan, plan
+            assert "event_account_time" in plan or "event_user_time" in plan, plan
 
 
 @pytest.mark.django_db
