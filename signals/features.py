@@ -127,6 +127,7 @@ class KeyChanges:
     at: np.ndarray  # microseconds since the epoch
     values: np.ndarray  # objects: JSON values, None where the key was deleted
     _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _piecemeal: dict[str, int] = field(default_factory=dict, repr=False)  # kind -> rows converted by gather alone
 
     @classmethod
     def as_written(cls, entity: np.ndarray, at: np.ndarray, values: np.ndarray, written: np.ndarray) -> KeyChanges:
@@ -147,38 +148,53 @@ class KeyChanges:
     def column(self, kind: str) -> np.ndarray:
         """The values as `kind`: "value" (as written), "present" (not deleted), "number" (ints, floats and
         booleans), "strict_number" (not booleans), "boolean", "text" (or None), "epoch" (ISO datetime texts
-        as seconds since the epoch)."""
+        as seconds since the epoch). Converted once, then kept."""
         if kind == "value":
             return self.values
         if kind not in self._columns:
-            values = self.values.tolist()
-            nan = math.nan
-            if kind == "present":
-                column = np.array([v is not None for v in values], dtype=bool)
-            elif kind == "number":
-                column = np.array([float(v) if isinstance(v, int | float) else nan for v in values], dtype=float)
-            elif kind == "strict_number":
-                column = np.array([_number(v) for v in values], dtype=float)
-            elif kind == "boolean":
-                column = np.array([float(v) if isinstance(v, bool) else nan for v in values], dtype=float)
-            elif kind == "text":
-                column = np.array([v if isinstance(v, str) else None for v in values] + [None], dtype=object)[:-1]
-            elif kind == "epoch":
-                column = np.array([_epoch_seconds(v) for v in values], dtype=float)
-            else:
-                raise ValueError(f"no column {kind}")
-            self._columns[kind] = column
+            self._columns[kind] = _converted(self.values, kind)
         return self._columns[kind]
 
     def gather(self, rows: np.ndarray, kind: str) -> np.ndarray:
-        """`column(kind)` at `rows` (from rows_as_of); a missing row gives NaN, None or False."""
-        column = self.column(kind)
-        if not len(column):
-            missing = {"present": False, "text": None, "value": None}.get(kind, math.nan)
-            return np.full(len(rows), missing, dtype=column.dtype)
-        result = column[np.maximum(rows, 0)]
-        result[rows < 0] = {"present": False, "text": None, "value": None}.get(kind, math.nan)
+        """`column(kind)` at `rows` (from rows_as_of); a missing row gives NaN, None or False.
+
+        Scoring at one instant gathers each entity's latest row only, a fraction of a long history (an account's
+        storage use, say, changes daily): those rows are converted alone, until the rows converted that way add
+        up to the whole history, which is then converted once and kept (training gathers at many instants)."""
+        missing = _MISSING.get(kind, math.nan)
+        if not len(self.values):
+            return np.full(len(rows), missing, dtype=self.column(kind).dtype)
+        picked = np.maximum(rows, 0)
+        piecemeal = self._piecemeal.get(kind, 0) + len(rows)
+        if kind == "value" or kind in self._columns or piecemeal >= len(self.values):
+            result = self.column(kind)[picked]
+        else:
+            self._piecemeal[kind] = piecemeal
+            result = _converted(self.values[picked], kind)
+        result[rows < 0] = missing
         return result
+
+
+_MISSING: dict[str, Any] = {"present": False, "text": None, "value": None}  # gather's value for no row (else NaN)
+
+
+def _converted(values: np.ndarray, kind: str) -> np.ndarray:
+    """JSON values (objects) as one of KeyChanges.column's kinds."""
+    listed = values.tolist()
+    nan = math.nan
+    if kind == "present":
+        return np.array([v is not None for v in listed], dtype=bool)
+    if kind == "number":
+        return np.array([float(v) if isinstance(v, int | float) else nan for v in listed], dtype=float)
+    if kind == "strict_number":
+        return np.array([_number(v) for v in listed], dtype=float)
+    if kind == "boolean":
+        return np.array([float(v) if isinstance(v, bool) else nan for v in listed], dtype=float)
+    if kind == "text":
+        return np.array([v if isinstance(v, str) else None for v in listed] + [None], dtype=object)[:-1]
+    if kind == "epoch":
+        return np.array([_epoch_seconds(v) for v in listed], dtype=float)
+    raise ValueError(f"no column {kind}")
 
 
 @dataclass

@@ -256,3 +256,38 @@ def test_entity_slots_finds_each_entity_in_ids_and_minus_one_for_the_rest(spread
     assert entity_slots(entities, ids).tolist() == expected
     assert entity_slots(entities[:0], ids).tolist() == []
     assert entity_slots(entities, ids[:0]).tolist() == [-1] * len(entities)
+
+
+@pytest.mark.parametrize("kind", ["present", "number", "strict_number", "boolean", "text", "epoch", "value"])
+def test_gathering_a_few_rows_converts_them_alone_with_the_same_values_as_the_whole_column(kind: str) -> None:
+    """Scoring gathers each entity's latest row of a long history: those rows are converted alone (the whole
+    column only once gathering has converted as many rows as it holds), and give exactly the column's values."""
+    from signals.features import KeyChanges
+
+    samples = [None, 3, 2.5, True, False, "text", "2026-03-01T10:00:00Z", "2026-03-01", ["a"], float("nan"), 0]
+    values = np.empty(len(samples) * 3, dtype=object)
+    values[:] = samples * 3
+    n = len(values)
+    changes = KeyChanges(entity=np.arange(n), at=np.zeros(n, dtype=np.int64), values=values)
+    whole = KeyChanges(entity=np.arange(n), at=np.zeros(n, dtype=np.int64), values=values)
+    every = np.arange(-1, n)
+    expected = whole.gather(every, kind)  # n + 1 rows: converted as a whole column
+    assert kind == "value" or kind in whole._columns
+
+    for rows in (np.array([4, -1, 0, 30]), np.array([-1, -1]), np.array([6, 5, 7, 8])):
+        got = changes.gather(rows, kind)
+        want = expected[rows + 1]
+        assert got.dtype == want.dtype
+        assert [repr(v) for v in got.tolist()] == [repr(v) for v in want.tolist()]
+    assert kind not in changes._columns  # 10 rows of 33: converted piecemeal
+    changes.gather(np.arange(n - 5), kind)  # 10 + 28 >= 33 rows: now the whole column, kept
+    assert kind == "value" or kind in changes._columns
+
+
+def test_a_history_without_changes_gathers_missing_values() -> None:
+    from signals.features import KeyChanges
+
+    empty = KeyChanges(entity=np.zeros(0, np.int64), at=np.zeros(0, np.int64), values=np.empty(0, dtype=object))
+    assert empty.gather(np.array([-1, -1]), "present").tolist() == [False, False]
+    assert empty.gather(np.array([-1]), "text").tolist() == [None]
+    assert math.isnan(empty.gather(np.array([-1]), "number")[0])
