@@ -187,13 +187,21 @@ class TenantManager[M: models.Model](models.Manager[M]):
         """Run `statement` for one tenant. It must use `%(tenant)s` wherever it names the tenant; the door
         binds it (callers cannot pass their own). Lists go as array literals (plgapp.pgarrays): the statement
         names their type (`%(ids)s::bigint[]`) or compares them with a column. Returns the rows, if any."""
-        if "%(tenant)s" not in statement or "tenant" in params:
-            raise TenantScopeError("plain SQL on tenant data must say tenant_id = %(tenant)s; the door binds it")
-        bound = {name: array_literal(value) if type(value) is list else value for name, value in params.items()}
-        bound["tenant"] = _tenant_id(tenant)
+        bound = _bound(tenant, statement, params)
         with connection.cursor() as cursor:
             cursor.execute(statement, bound)
             return cursor.fetchall() if cursor.description else []
+
+    def copy_out(self, tenant: Tenant | int, statement: str, params: dict[str, Any]) -> bytes:
+        """The rows of the query `statement` (bound as in `sql`) in COPY's binary format: each value as
+        PostgreSQL sends it, without the text protocol's encoding (bytea travels as itself, not as twice as many
+        hex digits). For reading many rows of large binary values; the caller parses the format."""
+        bound = _bound(tenant, statement, params)
+        out = io.BytesIO()
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            query = cursor.cursor.mogrify(statement, bound).decode()
+            cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", out)
+        return out.getvalue()
 
     def set_by_pk(self, tenant: Tenant | int, fields: Sequence[str], rows: Sequence[Any], *, batch: int = 500) -> None:
         """Write `fields` of these model instances, one `UPDATE … FROM (VALUES …)` per batch — what
@@ -291,6 +299,34 @@ class TenantManager[M: models.Model](models.Manager[M]):
                 f"WITH moved AS (DELETE FROM {staging} RETURNING {column_list}) "  # noqa: S608 - model columns
                 f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved{upsert}"
             )
+
+
+_COPY_HEADER = 19  # binary COPY: signature (11 bytes), flags and header extension length (4 + 4)
+
+
+def copy_fields(data: bytes) -> list[list[memoryview | None]]:
+    """The rows of a binary COPY (`TenantManager.copy_out`), each a list of its fields' bytes (None: NULL). For
+    few rows of large values: the walk is a Python loop."""
+    view, rows, position = memoryview(data), [], _COPY_HEADER
+    while (fields := int.from_bytes(view[position : position + 2], "big", signed=True)) != -1:
+        position += 2
+        row: list[memoryview | None] = []
+        for _ in range(fields):
+            length = int.from_bytes(view[position : position + 4], "big", signed=True)
+            position += 4
+            row.append(None if length < 0 else view[position : position + length])
+            position += max(length, 0)
+        rows.append(row)
+    return rows
+
+
+def _bound(tenant: Tenant | int, statement: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a plain SQL statement on tenant data, with the tenant bound by the door."""
+    if "%(tenant)s" not in statement or "tenant" in params:
+        raise TenantScopeError("plain SQL on tenant data must say tenant_id = %(tenant)s; the door binds it")
+    bound = {name: array_literal(value) if type(value) is list else value for name, value in params.items()}
+    bound["tenant"] = _tenant_id(tenant)
+    return bound
 
 
 def _on_conflict(conflict: Sequence[str], where: str, update: Sequence[str]) -> str:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError
 
 from accounts.models import EntityType, Membership, PropertyChange, PropertyDefinition, StageChange
 from plgapp import rls
-from plgapp.models import Tenant
+from plgapp.models import Tenant, copy_fields
 
 WINDOWS = (1, 7, 30, 90)
 USER_WINDOWS = (7, 30)
@@ -364,6 +365,115 @@ def _rollups(tenant: Tenant, since: dict[str, date | None], scope: Scope | None)
     return result
 
 
+# An account's series (signals.rollups): its rows as (EventName id, day ordinal, count), its members as (user id,
+# latest day ordinal), big-endian.
+_SERIES_RECORD = np.dtype([("name", ">i8"), ("day", ">i4"), ("count", ">i4")])
+_SERIES_MEMBER = np.dtype([("user", ">i8"), ("last", ">i4")])
+
+
+@dataclass
+class AccountSeriesLoad:
+    """What a load read from the accounts' series: the account-level rollups, and each (account, user) pair's
+    latest day with a pair-level row (day ordinals)."""
+
+    rollups: Rollups
+    member_account: np.ndarray
+    member_user: np.ndarray
+    member_last: np.ndarray
+
+    def earliest(self) -> tuple[np.ndarray, np.ndarray]:
+        """(account ids ascending, the earliest loaded day of each): the rows come account by account."""
+        entity, day = self.rollups.entity, self.rollups.day
+        if not len(entity):
+            return entity, day
+        starts = np.flatnonzero(np.concatenate(([True], entity[1:] != entity[:-1])))
+        ids, firsts = entity[starts], np.minimum.reduceat(day, starts)
+        order = np.argsort(ids, kind="stable")
+        return ids[order], firsts[order]
+
+    def active_pairs(self, day: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(account ids, user ids) active in the ACTIVE_SEAT_DAYS days before `day`, as `_active_pairs` finds them;
+        None when a pair's latest day is `day` or later (its activity before it is not known)."""
+        if len(self.member_last) and int(self.member_last.max()) >= day:
+            return None
+        recent = self.member_last >= day - ACTIVE_SEAT_DAYS
+        return self.member_account[recent], self.member_user[recent]
+
+
+def _account_series(tenant: Tenant, since: date, scope: Scope | None) -> AccountSeriesLoad | None:
+    """The account-level rollups from `since` on, and the members' latest days, read from the accounts' series
+    (`AccountSeries`, kept by the rollup processor) instead of grouping millions of rollup rows; the series travel
+    as binary COPY rows (bytea as itself, not as hex text). None when a series starts after `since` (its account's
+    latest rows are over SERIES_DAYS days after it): the rollups must be read then."""
+    from signals.models import AccountSeries
+
+    where, params = "", dict[str, Any](since=since)
+    if scope is not None:
+        where, params["ids"] = " AND account_id = ANY(%(ids)s::bigint[])", list(scope.accounts)
+    # A few rows of everything, as bytes: PostgreSQL concatenates 100,000 values faster than Python walks them.
+    rows = copy_fields(
+        AccountSeries.objects.copy_out(
+            tenant,
+            "SELECT bool_and(since <= %(since)s), array_send(array_agg(account_id)), "  # noqa: S608 - constants
+            "array_send(array_agg(length(packed))), string_agg(packed, ''::bytea), "
+            "array_send(array_agg(length(members))), string_agg(members, ''::bytea) "
+            f"FROM signals_accountseries WHERE tenant_id = %(tenant)s{where} GROUP BY account_id %% {_BUCKETS}",
+            params,
+        )
+    )
+    if not all(row[0] is not None and row[0][0] for row in rows):
+        return None
+    ids = np.concatenate([pg_array(row[1]) for row in rows]) if rows else np.zeros(0, dtype=np.int64)
+    sizes = np.concatenate([pg_array(row[2], "i4") for row in rows]) if rows else np.zeros(0, dtype=np.int64)
+    member_sizes = np.concatenate([pg_array(row[4], "i4") for row in rows]) if rows else np.zeros(0, dtype=np.int64)
+    records = np.frombuffer(b"".join(row[3] or b"" for row in rows), dtype=_SERIES_RECORD)
+    members = np.frombuffer(b"".join(row[5] or b"" for row in rows), dtype=_SERIES_MEMBER)
+    return AccountSeriesLoad(
+        rollups=_series_rollups(tenant, np.repeat(ids, sizes // _SERIES_RECORD.itemsize), records, since),
+        member_account=np.repeat(ids, member_sizes // _SERIES_MEMBER.itemsize),
+        member_user=members["user"].astype(np.int64),
+        member_last=members["last"].astype(np.int64),
+    )
+
+
+def _series_rollups(tenant: Tenant, entity: np.ndarray, records: np.ndarray, since: date) -> Rollups:
+    """Rollups from the rows of series (and their accounts), those from `since` on; names from the registry."""
+    from signals.models import EventName
+
+    day = records["day"].astype(np.int64)
+    kept = day >= since.toordinal()
+    if not kept.all():
+        records, entity, day = records[kept], entity[kept], day[kept]
+    name_ids = records["name"].astype(np.int64)
+    if not len(name_ids):
+        return Rollups.empty()
+    low, high = int(name_ids.min()), int(name_ids.max())
+    if high - low < 1 << 22:  # registry ids of one tenant: usually a narrow range, marked in one pass
+        seen = np.zeros(high - low + 1, dtype=bool)
+        seen[name_ids - low] = True
+        present = np.flatnonzero(seen) + low
+    else:
+        present = np.unique(name_ids)
+    known = dict(
+        EventName.objects.sql(
+            tenant,
+            "SELECT id, name FROM signals_eventname WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s::bigint[])",
+            {"ids": present.tolist()},
+        )
+    )
+    names = sorted(known.values())
+    index_of_name = {name: n for n, name in enumerate(names)}
+    name_of_present = np.array([index_of_name[known[pk]] for pk in present.tolist()], dtype=np.int64)
+    return Rollups(
+        entity=entity,
+        other=np.zeros(len(entity), dtype=np.int64),
+        name=name_of_present[entity_slots(name_ids, present)],
+        day=day,
+        count=records["count"].astype(np.int64),
+        names=names,
+    )
+
+
 def _memberships(tenant: Tenant, scope: Scope | None) -> Memberships:
     where, params = "", {}
     if scope is not None:
@@ -482,14 +592,24 @@ def _older_first_days(
     return older
 
 
-def _first_days(loaded: dict[str, Rollups], older: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> FirstDays:
+def _first_days(
+    loaded: dict[str, Rollups],
+    older: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    earliest: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> FirstDays:
     """The first day with activity of every loaded account (account level) and user (user level): the earliest
-    loaded day, or an earlier one from the rows before them (`_older_first_days`)."""
+    loaded day, or an earlier one from the rows before them (`_older_first_days`). `earliest`: a level's earliest
+    loaded days, already known (ids, days)."""
     first = FirstDays()
     for entity_type, level, _column, _where in _FIRST_DAY_LEVELS:
         if level not in loaded:
             continue
-        parts = [(loaded[level].entity, loaded[level].day), *older.get(level, [])]
+        known = (earliest or {}).get(level)
+        before = [part for part in older.get(level, []) if len(part[0])]
+        if known is not None and not before:
+            first.ids[entity_type], first.days[entity_type] = known
+            continue
+        parts = [known or (loaded[level].entity, loaded[level].day), *before]
         first.ids[entity_type], first.days[entity_type] = _earliest_by_entity(
             np.concatenate([ids for ids, _days in parts]), np.concatenate([days for _ids, days in parts])
         )
@@ -537,32 +657,64 @@ def load_history(
     - `scope`: only these accounts and users (and their memberships): rescoring a few changed entities.
     First days of activity are always those of all time. Everything moves as binary arrays (`pg_array`)."""
     since_of = {level: (pairs_since or since) if level == "pair" else since for level in levels}
+    # Recent account-level rows and who was active in each account come from the accounts' series: a packed value
+    # per account, not millions of rollup rows grouped nor a probe per membership.
+    series_since = since_of.pop("account") if "account" in since_of and since is not None else None
     active_day = None if active_pairs_at is None else _visible_day(active_pairs_at, live_at)
+    # A whole tenant's load runs its queries on several connections at once: PostgreSQL computes one while Python
+    # decodes another. Only outside a transaction of the caller's, whose uncommitted rows other connections could
+    # not see (each statement reads its own snapshot either way: nothing was read as of one instant before).
+    threads = LOAD_THREADS if scope is None and not connection.in_atomic_block else 1
     queries: dict[str, Callable[[], Any]] = {  # the biggest first: with threads, they start at once
         "rollups": lambda: _rollups(tenant, since_of, scope),
-        "properties": lambda: _properties(tenant, entity_types, scope, property_keys),
-        "active_pairs": lambda: None if active_day is None else _active_pairs(tenant, active_day, scope),
+        "account_series": lambda: None if series_since is None else _account_series(tenant, series_since, scope),
+        # On several connections, each entity type's properties apart (one query is as long as the rest together).
+        **{
+            f"properties:{'+'.join(part)}": partial(_properties, tenant, part, scope, property_keys)
+            for part in ([[entity_type] for entity_type in entity_types] if threads > 1 else [entity_types])
+        },
+        "active_pairs": lambda: (
+            None if active_day is None or series_since is not None else _active_pairs(tenant, active_day, scope)
+        ),
         "memberships": lambda: _memberships(tenant, scope),
         "stages": lambda: _stages(tenant, scope),
         "older_first_days": lambda: _older_first_days(tenant, levels, since, scope),
         "types": lambda: _property_types(tenant),
     }
-    # A whole tenant's load runs its queries on several connections at once: PostgreSQL computes one while Python
-    # decodes another. Only outside a transaction of the caller's, whose uncommitted rows other connections could
-    # not see (each statement reads its own snapshot either way: nothing was read as of one instant before).
-    threads = LOAD_THREADS if scope is None and not connection.in_atomic_block else 1
     got = _run_queries(tenant, queries, threads)
     loaded: dict[str, Rollups] = got["rollups"]
+    earliest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if series_since is not None:
+        series: AccountSeriesLoad | None = got["account_series"]
+        active = None if series is None or active_day is None else series.active_pairs(active_day)
+        # Rarely (a score long before an account's latest rows), the series do not hold what is needed: the rows.
+        fallback: dict[str, Callable[[], Any]] = {}
+        if series is None:
+            fallback["rollups"] = lambda: _rollups(tenant, {"account": series_since}, scope)["account"]
+        if active_day is not None and active is None:
+            fallback["active_pairs"] = lambda: _active_pairs(tenant, active_day, scope)
+        read = _run_queries(tenant, fallback, 1) if fallback else {}
+        account_rollups = read["rollups"] if series is None else series.rollups
+        if series is not None:
+            earliest["account"] = series.earliest()
+        got["active_pairs"] = read.get("active_pairs", active)
+        loaded = {level: account_rollups if level == "account" else loaded[level] for level in levels
+                  if level in loaded or level == "account"}  # fmt: skip
     history = History(
         tenant_id=tenant.pk,
         account_rollups=loaded.get("account", Rollups.empty()),
         user_rollups=loaded.get("user", Rollups.empty()),
         pair_rollups=loaded.get("pair", Rollups.empty()),
-        properties=got["properties"],
+        properties={
+            entity_type: changes
+            for name, part in got.items()
+            if name.startswith("properties:")
+            for entity_type, changes in part.items()
+        },
         stages=got["stages"],
         memberships=got["memberships"],
         property_types=got["types"],
-        first_day=_first_days(loaded, got["older_first_days"]),
+        first_day=_first_days(loaded, got["older_first_days"], earliest),
         levels=tuple(loaded),
         live_at=live_at,
     )

@@ -106,6 +106,32 @@ class DailyRollup(TenantScopedModel):
         return f"{self.account_id}/{self.end_user_id} {self.name}@{self.day}: {self.count}"
 
 
+class AccountSeries(TenantScopedModel):
+    """The account-level daily rollups of one account's recent days, packed in one value: what a full rescore
+    reads instead of aggregating millions of rollup rows (docs/adr/0022-account-series.md).
+
+    Derived data, like the rollups it copies: `signals.rollups` rewrites an account's series whenever it
+    recomputes any of that account's rollups, from its account-level rows on days >= `since` (the account's
+    latest day with a row minus SERIES_DAYS), and deletes it with them; an account without such rows has none.
+    `packed` is (event name id, day ordinal, count) per account-level row, big-endian int8 + int4 + int4
+    (PostgreSQL's `int8send` / `int4send`; names are `EventName` ids); `members` is (user id, day ordinal) per
+    user with pair-level rows in those days, the latest of them (int8 + int4): who was active in the account
+    when (active seats)."""
+
+    account_id = models.BigIntegerField()
+    since = models.DateField(help_text="The series holds every account-level rollup row of this day and after.")
+    packed = models.BinaryField()
+    members = models.BinaryField()
+
+    objects: ClassVar[TenantManager[AccountSeries]]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "account_id"], name="accountseries_account")]
+
+    def __str__(self) -> str:
+        return f"series of account {self.account_id} since {self.since}"
+
+
 class EventName(TenantScopedModel):
     """Every event name a tenant's rollups have held, with the first day it happened: the data catalogue's
     list of events, without a DISTINCT over the rollups (seconds on a big tenant). Written with the rollups

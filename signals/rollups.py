@@ -12,6 +12,10 @@ marks over again).
 
 Ingestion, which owns the moves and deletes, calls `rollups_forget` for users and accounts that stop
 existing (merged away or deleted); their rows have no raw events left to recompute from.
+
+Each recomputed account's series (`AccountSeries`: its account-level rows of the last SERIES_DAYS days, packed
+in one value) is rewritten in the same transaction, from the rows just written: a full rescore reads 100,000
+series instead of grouping millions of rollup rows (docs/adr/0022-account-series.md).
 """
 
 from __future__ import annotations
@@ -21,10 +25,41 @@ from datetime import date
 
 from accounts.models import DirtyEntity, EntityType
 from plgapp.models import Tenant
-from signals.models import DailyRollup
+from signals.models import AccountSeries, DailyRollup, EventName
 from signals.processing import register, round_changes, tenant_processing_lock
 
 ROLLUPS_ORDER = 10  # before anything that reads rollups (features, scores)
+# Days of account-level rows an account's series keeps, counted back from its latest day with a row: more than
+# the live scoring's look-back (scoring.services.SCORING_LOOKBACK_DAYS, 160), so a score at any instant up to 40
+# days before that day finds every row it reads there. A load that needs more days reads the rollups instead.
+SERIES_DAYS = 200
+# One rollup row of a series: (EventName id, day ordinal, count), big-endian as int8send / int4send write them.
+SERIES_RECORD = "int8send(n.id) || int4send(r.day - DATE '0001-01-01' + 1) || int4send(r.count)"
+# One member of a series: a user id and the latest day of its pair-level rows in the account.
+SERIES_MEMBER = "int8send(p.end_user_id) || int4send(p.last - DATE '0001-01-01' + 1)"
+# Every series of the tenants `{tenant}` names, from their rollups (also run by migration signals/0009).
+SERIES_REBUILD = f"""
+    WITH latest AS (
+    SELECT tenant_id, account_id, max(day) AS last_day FROM signals_dailyrollup
+     WHERE tenant_id = {{tenant}} AND end_user_id = 0 AND account_id <> 0 GROUP BY tenant_id, account_id),
+    packed AS (
+    SELECT r.tenant_id, r.account_id, string_agg({SERIES_RECORD}, ''::bytea) AS packed
+      FROM latest AS l
+      JOIN signals_dailyrollup AS r USING (tenant_id, account_id)
+      JOIN signals_eventname AS n ON n.tenant_id = r.tenant_id AND n.name = r.name
+     WHERE r.end_user_id = 0 AND r.day >= l.last_day - {SERIES_DAYS}
+     GROUP BY r.tenant_id, r.account_id),
+    members AS (
+    SELECT p.tenant_id, p.account_id, string_agg({SERIES_MEMBER}, ''::bytea) AS packed
+      FROM (SELECT r.tenant_id, r.account_id, r.end_user_id, max(r.day) AS last
+              FROM latest AS l JOIN signals_dailyrollup AS r USING (tenant_id, account_id)
+             WHERE r.end_user_id <> 0 AND r.day >= l.last_day - {SERIES_DAYS}
+             GROUP BY r.tenant_id, r.account_id, r.end_user_id) AS p
+     GROUP BY p.tenant_id, p.account_id)
+    INSERT INTO signals_accountseries (tenant_id, account_id, since, packed, members)
+    SELECT l.tenant_id, l.account_id, l.last_day - {SERIES_DAYS}, packed.packed, COALESCE(members.packed, ''::bytea)
+      FROM latest AS l JOIN packed USING (tenant_id, account_id) LEFT JOIN members USING (tenant_id, account_id)
+"""  # noqa: S608 - constant expressions
 
 # Per entity type: (the rollup/event column that names it, the column on the other side).
 _SIDES = {EntityType.ACCOUNT: ("account_id", "end_user_id"), EntityType.USER: ("end_user_id", "account_id")}
@@ -84,7 +119,7 @@ def rollups_recompute(
         tenant,
         f"WITH gone AS (DELETE FROM signals_dailyrollup AS r USING {marks} "  # noqa: S608 - constant column names
         f"WHERE r.tenant_id = %(tenant)s AND r.{side} = m.id AND r.day BETWEEN m.first_day AND m.last_day "
-        f"RETURNING r.{side}, r.name) SELECT DISTINCT {side}, name FROM gone",
+        f"RETURNING r.{side}, r.name, r.{other}) SELECT DISTINCT {side}, name, {other} FROM gone",
         params,
     )
     # One pass over the events, two groupings: the entity's own level (the other side summed up, stored as 0)
@@ -106,17 +141,78 @@ def rollups_recompute(
          GROUP BY GROUPING SETS ((e.{side}, e.name, e.day), (e.{side}, e.{other}, e.name, e.day))
         HAVING GROUPING(e.{other}) = 1 OR e.{other} IS NOT NULL
         ON CONFLICT (tenant_id, account_id, end_user_id, name, day) DO UPDATE SET count = EXCLUDED.count
-        RETURNING {side}, name, day),
+        RETURNING {side}, name, day, {other}),
         registered AS (
         INSERT INTO signals_eventname (tenant_id, name, first_day)
         SELECT %(tenant)s, name, min(day) FROM written GROUP BY name
         ON CONFLICT (tenant_id, name) DO UPDATE SET first_day = EXCLUDED.first_day
         WHERE EXCLUDED.first_day < signals_eventname.first_day)
-        SELECT DISTINCT {side}, name FROM written
+        SELECT DISTINCT {side}, name, {other} FROM written
         """,  # noqa: S608 - constant column names
         params,
     )
-    return {(pk, name) for pk, name in deleted} | {(pk, name) for pk, name in written}
+    # The series of the accounts whose rows changed: these accounts, or the accounts of these users' pair rows.
+    account_series_write(
+        tenant=tenant,
+        account_ids=ids if entity_type == EntityType.ACCOUNT else {a for *_, a in (*deleted, *written) if a},
+    )
+    return {(pk, name) for pk, name, _other in deleted} | {(pk, name) for pk, name, _other in written}
+
+
+def account_series_write(*, tenant: Tenant, account_ids: Iterable[int]) -> None:
+    """Rewrite these accounts' series from their rollup rows of the SERIES_DAYS days up to the account's latest
+    day with an account-level row: those rows, and each user's latest day with a pair-level row. An account
+    without account-level rows has no series. Called by the recompute and by `rollups_forget`, after the rows
+    changed."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return
+    AccountSeries.objects.sql(
+        tenant,
+        f"""
+        WITH latest AS (
+        SELECT m.id, (SELECT max(r.day) FROM signals_dailyrollup AS r WHERE r.tenant_id = %(tenant)s
+                       AND r.account_id = m.id AND r.end_user_id = 0) AS last_day
+          FROM unnest(%(ids)s::bigint[]) AS m(id)),
+        gone AS (
+        DELETE FROM signals_accountseries AS s USING latest
+         WHERE s.tenant_id = %(tenant)s AND s.account_id = latest.id AND latest.last_day IS NULL),
+        members AS (
+        SELECT l.id, string_agg({SERIES_MEMBER}, ''::bytea) AS packed
+          FROM latest AS l,
+       LATERAL (SELECT r.end_user_id, max(r.day) AS last FROM signals_dailyrollup AS r
+                 WHERE r.tenant_id = %(tenant)s AND r.account_id = l.id AND r.end_user_id <> 0
+                   AND r.day >= l.last_day - {SERIES_DAYS} GROUP BY r.end_user_id) AS p
+         GROUP BY l.id)
+        INSERT INTO signals_accountseries (tenant_id, account_id, since, packed, members)
+        SELECT %(tenant)s, l.id, l.last_day - {SERIES_DAYS}, string_agg({SERIES_RECORD}, ''::bytea),
+               COALESCE((SELECT packed FROM members WHERE members.id = l.id), ''::bytea)
+          FROM latest AS l
+          JOIN signals_dailyrollup AS r ON r.tenant_id = %(tenant)s AND r.account_id = l.id AND r.end_user_id = 0
+           AND r.day >= l.last_day - {SERIES_DAYS}
+          JOIN signals_eventname AS n ON n.tenant_id = %(tenant)s AND n.name = r.name
+         GROUP BY l.id, l.last_day
+        ON CONFLICT (tenant_id, account_id) DO UPDATE
+           SET since = EXCLUDED.since, packed = EXCLUDED.packed, members = EXCLUDED.members
+        """,  # noqa: S608 - constant expressions
+        {"ids": ids},
+    )
+
+
+def account_series_rebuild(*, tenant: Tenant) -> None:
+    """Every series of the tenant from its rollups, in one pass (rollups loaded in bulk, not by the processor),
+    as the processor would write them; the names are registered first (as the processor does), since a series
+    names events by their registry ids."""
+    EventName.objects.sql(
+        tenant,
+        "INSERT INTO signals_eventname (tenant_id, name, first_day) SELECT %(tenant)s, name, min(day) "
+        "FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND end_user_id = 0 AND account_id <> 0 GROUP BY name "
+        "ON CONFLICT (tenant_id, name) DO UPDATE SET first_day = EXCLUDED.first_day "
+        "WHERE EXCLUDED.first_day < signals_eventname.first_day",
+        {},
+    )
+    AccountSeries.objects.sql(tenant, "DELETE FROM signals_accountseries WHERE tenant_id = %(tenant)s", {})
+    AccountSeries.objects.sql(tenant, SERIES_REBUILD.replace("{tenant}", "%(tenant)s"), {})
 
 
 def rollups_forget(*, tenant: Tenant, entity_type: str, pks: Iterable[int]) -> None:
@@ -130,11 +226,20 @@ def rollups_forget(*, tenant: Tenant, entity_type: str, pks: Iterable[int]) -> N
         return
     side, _other = _SIDES[EntityType(entity_type)]
     tenant_processing_lock(tenant)
-    DailyRollup.objects.sql(
+    forgotten = DailyRollup.objects.sql(
         tenant,
-        f"DELETE FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND {side} = ANY(%(ids)s::bigint[])",  # noqa: S608
+        f"WITH gone AS (DELETE FROM signals_dailyrollup WHERE tenant_id = %(tenant)s "  # noqa: S608 - constant names
+        f"AND {side} = ANY(%(ids)s::bigint[]) RETURNING account_id) SELECT DISTINCT account_id FROM gone",
         {"ids": ids},
     )
+    if entity_type == EntityType.ACCOUNT:
+        AccountSeries.objects.sql(
+            tenant,
+            "DELETE FROM signals_accountseries WHERE tenant_id = %(tenant)s AND account_id = ANY(%(ids)s::bigint[])",
+            {"ids": ids},
+        )
+    else:  # the accounts these users had pair rows in
+        account_series_write(tenant=tenant, account_ids=(account_id for (account_id,) in forgotten if account_id))
 
 
 register(rollups_process, order=ROLLUPS_ORDER)

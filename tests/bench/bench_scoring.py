@@ -418,7 +418,8 @@ def load_world(w: World, say: Callable[[str], None]) -> Loaded:
     from accounts.models import Account, EndUser, Membership, PropertyChange, PropertyDefinition, StageChange
     from plgapp.services import tenant_create
     from scoring.services import settings_set
-    from signals.models import DailyRollup, EventName
+    from signals.models import DailyRollup
+    from signals.rollups import account_series_rebuild
     from signals.services import signal_save
 
     began = time.perf_counter()
@@ -595,20 +596,16 @@ def load_world(w: World, say: Callable[[str], None]) -> Loaded:
         _copy(DailyRollup, tenant, ["account_id", "end_user_id", "name", "day", "count"], rows_iter)
         counts[f"rollups_{level}"] = len(count_col)
         say(f"  rollups {level:<8}{len(count_col):>12,}  ({time.perf_counter() - began:.0f} s)")
-    EventName.objects.sql(  # the catalogue's registry, which the rollup processor keeps in the product
-        tenant,
-        "INSERT INTO signals_eventname (tenant_id, name, first_day) SELECT %(tenant)s, name, min(day) "
-        "FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND end_user_id = 0 GROUP BY name "
-        "ON CONFLICT DO NOTHING",
-        {},
-    )
+    # The catalogue's registry and the accounts' series, which the rollup processor keeps in the product.
+    account_series_rebuild(tenant=tenant)
+    say(f"  account series    {len(account_ids):>9,}  ({time.perf_counter() - began:.0f} s)")
     _analyze()
     return Loaded(tenant, account_ids, user_ids, member_ids, counts, time.perf_counter() - began)
 
 
 def _analyze() -> None:
     _vacuum(("accounts_account", "accounts_enduser", "accounts_membership", "accounts_propertychange",
-             "accounts_stagechange", "signals_dailyrollup"))  # fmt: skip
+             "accounts_stagechange", "signals_dailyrollup", "signals_accountseries"))  # fmt: skip
 
 
 def _vacuum(tables: Sequence[str]) -> None:
