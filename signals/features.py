@@ -16,7 +16,7 @@ import functools
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -29,7 +29,6 @@ import numpy as np
 import orjson
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Q
 from redis.exceptions import RedisError
 
 from accounts.models import EntityType, Membership, PropertyChange, PropertyDefinition, StageChange
@@ -253,6 +252,41 @@ class FirstDays:
         return [int(day) for days in self.days.values() for day in days]
 
 
+class StageRows(Mapping[tuple[str, int], list[tuple[datetime, str | None]]]):
+    """A stage history as loaded: arrays in the order of writing (entity type, entity id, microseconds since the
+    epoch, stage). Live scoring reads them as `KeyChanges`; as a mapping (entity type, id) -> [(changed_at,
+    stage)] (training labels) the lists are built on first use."""
+
+    def __init__(self, types: list[str], entity: np.ndarray, at: np.ndarray, stages: list[str | None]) -> None:
+        self.types, self.entity, self.at, self.stages = types, entity, at, stages
+        self._lists: dict[tuple[str, int], list[tuple[datetime, str | None]]] | None = None
+
+    def changes(self, entity_type: str) -> KeyChanges:
+        mine = np.flatnonzero(np.array(self.types, dtype=object) == entity_type) if self.types else np.zeros(0, int)
+        values = np.empty(len(mine), dtype=object)
+        values[:] = [self.stages[n] for n in mine.tolist()]
+        return KeyChanges.as_written(self.entity[mine], self.at[mine], values, mine)
+
+    def _mapping(self) -> dict[tuple[str, int], list[tuple[datetime, str | None]]]:
+        if self._lists is None:
+            lists: dict[tuple[str, int], list[tuple[datetime, str | None]]] = defaultdict(list)
+            for entity_type, entity_id, at, stage in zip(
+                self.types, self.entity.tolist(), self.at.tolist(), self.stages, strict=True
+            ):
+                lists[(entity_type, entity_id)].append((_EPOCH + timedelta(microseconds=at), stage))
+            self._lists = dict(lists)
+        return self._lists
+
+    def __getitem__(self, key: tuple[str, int]) -> list[tuple[datetime, str | None]]:
+        return self._mapping()[key]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+
 @dataclass
 class History:
     """What features of one tenant need, loaded once; every feature function reads only data before T."""
@@ -263,7 +297,7 @@ class History:
     pair_rollups: Rollups
     # entity type -> key -> its changes
     properties: dict[str, dict[str, KeyChanges]]
-    stages: dict[tuple[str, int], list[tuple[datetime, str | None]]]
+    stages: Mapping[tuple[str, int], list[tuple[datetime, str | None]]]  # in the order of writing
     memberships: Memberships
     property_types: dict[tuple[str, str], str]
     first_day: FirstDays = field(default_factory=FirstDays)
@@ -278,6 +312,8 @@ class History:
     def stages_as_of(self, entity_type: str, ids: np.ndarray, at: datetime) -> np.ndarray:
         """The stage of each of `ids` as of `at`: its latest change strictly before `at` (objects; None = none)."""
         changes = self._stage_changes.get(entity_type)
+        if changes is None and isinstance(self.stages, StageRows):  # loaded as arrays
+            changes = self._stage_changes[entity_type] = self.stages.changes(entity_type)
         if changes is None:  # the stage history as arrays, once (each entity's list is in the order of writing)
             mine = [(entity_id, changed_at, stage) for (kind, entity_id), changes_of in self.stages.items()
                     if kind == entity_type for changed_at, stage in changes_of]  # fmt: skip
@@ -365,46 +401,15 @@ def _rollups(tenant: Tenant, since: dict[str, date | None], scope: Scope | None)
     return result
 
 
-# An account's series (signals.rollups): its rows as (EventName id, day ordinal, count), its members as (user id,
-# latest day ordinal), big-endian.
+# One row of an account's series (signals.rollups.SERIES_RECORD): EventName id, day ordinal, count; big-endian.
 _SERIES_RECORD = np.dtype([("name", ">i8"), ("day", ">i4"), ("count", ">i4")])
-_SERIES_MEMBER = np.dtype([("user", ">i8"), ("last", ">i4")])
 
 
-@dataclass
-class AccountSeriesLoad:
-    """What a load read from the accounts' series: the account-level rollups, and each (account, user) pair's
-    latest day with a pair-level row (day ordinals)."""
-
-    rollups: Rollups
-    member_account: np.ndarray
-    member_user: np.ndarray
-    member_last: np.ndarray
-
-    def earliest(self) -> tuple[np.ndarray, np.ndarray]:
-        """(account ids ascending, the earliest loaded day of each): the rows come account by account."""
-        entity, day = self.rollups.entity, self.rollups.day
-        if not len(entity):
-            return entity, day
-        starts = np.flatnonzero(np.concatenate(([True], entity[1:] != entity[:-1])))
-        ids, firsts = entity[starts], np.minimum.reduceat(day, starts)
-        order = np.argsort(ids, kind="stable")
-        return ids[order], firsts[order]
-
-    def active_pairs(self, day: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(account ids, user ids) active in the ACTIVE_SEAT_DAYS days before `day`, as `_active_pairs` finds them;
-        None when a pair's latest day is `day` or later (its activity before it is not known)."""
-        if len(self.member_last) and int(self.member_last.max()) >= day:
-            return None
-        recent = self.member_last >= day - ACTIVE_SEAT_DAYS
-        return self.member_account[recent], self.member_user[recent]
-
-
-def _account_series(tenant: Tenant, since: date, scope: Scope | None) -> AccountSeriesLoad | None:
-    """The account-level rollups from `since` on, and the members' latest days, read from the accounts' series
-    (`AccountSeries`, kept by the rollup processor) instead of grouping millions of rollup rows; the series travel
-    as binary COPY rows (bytea as itself, not as hex text). None when a series starts after `since` (its account's
-    latest rows are over SERIES_DAYS days after it): the rollups must be read then."""
+def _account_series(tenant: Tenant, since: date, scope: Scope | None) -> Rollups | None:
+    """The account-level rollups from `since` on, read from the accounts' series (`AccountSeries`, kept by the
+    rollup processor) instead of grouping millions of rollup rows; the series travel by binary COPY (bytea as
+    itself, not as hex text). None when a series starts after `since` (its account's latest rows are over
+    SERIES_DAYS days after it): the rollups must be read then."""
     from signals.models import AccountSeries
 
     where, params = "", dict[str, Any](since=since)
@@ -415,25 +420,31 @@ def _account_series(tenant: Tenant, since: date, scope: Scope | None) -> Account
         AccountSeries.objects.copy_out(
             tenant,
             "SELECT bool_and(since <= %(since)s), array_send(array_agg(account_id)), "  # noqa: S608 - constants
-            "array_send(array_agg(length(packed))), string_agg(packed, ''::bytea), "
-            "array_send(array_agg(length(members))), string_agg(members, ''::bytea) "
+            "array_send(array_agg(length(packed))), string_agg(packed, ''::bytea) "
             f"FROM signals_accountseries WHERE tenant_id = %(tenant)s{where} GROUP BY account_id %% {_BUCKETS}",
             params,
         )
     )
     if not all(row[0] is not None and row[0][0] for row in rows):
         return None
-    ids = np.concatenate([pg_array(row[1]) for row in rows]) if rows else np.zeros(0, dtype=np.int64)
-    sizes = np.concatenate([pg_array(row[2], "i4") for row in rows]) if rows else np.zeros(0, dtype=np.int64)
-    member_sizes = np.concatenate([pg_array(row[4], "i4") for row in rows]) if rows else np.zeros(0, dtype=np.int64)
+    if not rows:
+        return Rollups.empty()
+    ids = np.concatenate([pg_array(row[1]) for row in rows])
+    sizes = np.concatenate([pg_array(row[2], "i4") for row in rows]) // _SERIES_RECORD.itemsize
     records = np.frombuffer(b"".join(row[3] or b"" for row in rows), dtype=_SERIES_RECORD)
-    members = np.frombuffer(b"".join(row[5] or b"" for row in rows), dtype=_SERIES_MEMBER)
-    return AccountSeriesLoad(
-        rollups=_series_rollups(tenant, np.repeat(ids, sizes // _SERIES_RECORD.itemsize), records, since),
-        member_account=np.repeat(ids, member_sizes // _SERIES_MEMBER.itemsize),
-        member_user=members["user"].astype(np.int64),
-        member_last=members["last"].astype(np.int64),
-    )
+    return _series_rollups(tenant, np.repeat(ids, sizes), records, since)
+
+
+def _earliest_of_series(rollups: Rollups) -> tuple[np.ndarray, np.ndarray]:
+    """(account ids ascending, the earliest loaded day of each) of rollups read from series, which come account by
+    account: one pass, not a search per row."""
+    entity, day = rollups.entity, rollups.day
+    if not len(entity):
+        return entity, day
+    starts = np.flatnonzero(np.concatenate(([True], entity[1:] != entity[:-1])))
+    ids, firsts = entity[starts], np.minimum.reduceat(day, starts)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], firsts[order]
 
 
 def _series_rollups(tenant: Tenant, entity: np.ndarray, records: np.ndarray, since: date) -> Rollups:
@@ -538,19 +549,26 @@ def _properties(
     return result
 
 
-def _stages(tenant: Tenant, scope: Scope | None) -> dict[tuple[str, int], list[tuple[datetime, str | None]]]:
-    queryset = StageChange.objects.for_tenant(tenant)
+def _stages(tenant: Tenant, scope: Scope | None) -> StageRows:
+    where, params = "", {}
     if scope is not None:
-        queryset = queryset.filter(
-            Q(entity_type=EntityType.ACCOUNT, entity_id__in=scope.accounts)
-            | Q(entity_type=EntityType.USER, entity_id__in=scope.users)
+        where = (
+            " AND ((entity_type = 'account' AND entity_id = ANY(%(accounts)s::bigint[])) OR "
+            "(entity_type = 'user' AND entity_id = ANY(%(users)s::bigint[])))"
         )
-    stages: dict[tuple[str, int], list[tuple[datetime, str | None]]] = defaultdict(list)
-    for entity_type, entity_id, to_stage, changed_at in queryset.order_by("changed_at", "pk").values_list(
-        "entity_type", "entity_id", "to_stage", "changed_at"
-    ):
-        stages[(entity_type, entity_id)].append((changed_at, to_stage))
-    return stages
+        params = {"accounts": list(scope.accounts), "users": list(scope.users)}
+    rows = StageChange.objects.sql(
+        tenant,
+        "SELECT array_send(array_agg(entity_id ORDER BY changed_at, id)), "  # noqa: S608 - constants
+        "array_send(array_agg(changed_at ORDER BY changed_at, id)), "
+        "json_agg(entity_type ORDER BY changed_at, id)::text, json_agg(to_stage ORDER BY changed_at, id)::text "
+        f"FROM accounts_stagechange WHERE tenant_id = %(tenant)s{where}",
+        params,
+    )
+    entity, at, types, stages = rows[0]
+    if entity is None:
+        return StageRows([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), [])
+    return StageRows(orjson.loads(types), pg_array(entity), pg_timestamps(at), orjson.loads(stages))
 
 
 _FIRST_DAY_LEVELS = (
@@ -657,8 +675,7 @@ def load_history(
     - `scope`: only these accounts and users (and their memberships): rescoring a few changed entities.
     First days of activity are always those of all time. Everything moves as binary arrays (`pg_array`)."""
     since_of = {level: (pairs_since or since) if level == "pair" else since for level in levels}
-    # Recent account-level rows and who was active in each account come from the accounts' series: a packed value
-    # per account, not millions of rollup rows grouped nor a probe per membership.
+    # Recent account-level rows come from the accounts' series: a packed value per account, not millions of rows.
     series_since = since_of.pop("account") if "account" in since_of and since is not None else None
     active_day = None if active_pairs_at is None else _visible_day(active_pairs_at, live_at)
     # A whole tenant's load runs its queries on several connections at once: PostgreSQL computes one while Python
@@ -667,15 +684,13 @@ def load_history(
     threads = LOAD_THREADS if scope is None and not connection.in_atomic_block else 1
     queries: dict[str, Callable[[], Any]] = {  # the biggest first: with threads, they start at once
         "rollups": lambda: _rollups(tenant, since_of, scope),
+        "active_pairs": lambda: None if active_day is None else _active_pairs_kept(tenant, active_day, scope),
         "account_series": lambda: None if series_since is None else _account_series(tenant, series_since, scope),
         # On several connections, each entity type's properties apart (one query is as long as the rest together).
         **{
             f"properties:{'+'.join(part)}": partial(_properties, tenant, part, scope, property_keys)
             for part in ([[entity_type] for entity_type in entity_types] if threads > 1 else [entity_types])
         },
-        "active_pairs": lambda: (
-            None if active_day is None or series_since is not None else _active_pairs(tenant, active_day, scope)
-        ),
         "memberships": lambda: _memberships(tenant, scope),
         "stages": lambda: _stages(tenant, scope),
         "older_first_days": lambda: _older_first_days(tenant, levels, since, scope),
@@ -685,19 +700,12 @@ def load_history(
     loaded: dict[str, Rollups] = got["rollups"]
     earliest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if series_since is not None:
-        series: AccountSeriesLoad | None = got["account_series"]
-        active = None if series is None or active_day is None else series.active_pairs(active_day)
-        # Rarely (a score long before an account's latest rows), the series do not hold what is needed: the rows.
-        fallback: dict[str, Callable[[], Any]] = {}
-        if series is None:
-            fallback["rollups"] = lambda: _rollups(tenant, {"account": series_since}, scope)["account"]
-        if active_day is not None and active is None:
-            fallback["active_pairs"] = lambda: _active_pairs(tenant, active_day, scope)
-        read = _run_queries(tenant, fallback, 1) if fallback else {}
-        account_rollups = read["rollups"] if series is None else series.rollups
-        if series is not None:
-            earliest["account"] = series.earliest()
-        got["active_pairs"] = read.get("active_pairs", active)
+        series: Rollups | None = got["account_series"]
+        if series is None:  # rarely (a score long before an account's latest rows): the rows themselves
+            reread = {"account": lambda: _rollups(tenant, {"account": series_since}, scope)["account"]}
+            account_rollups = _run_queries(tenant, reread, 1)["account"]
+        else:
+            account_rollups, earliest["account"] = series, _earliest_of_series(series)
         loaded = {level: account_rollups if level == "account" else loaded[level] for level in levels
                   if level in loaded or level == "account"}  # fmt: skip
     history = History(
@@ -1078,6 +1086,29 @@ def _active_pairs(tenant: Tenant, day: int, scope: Scope | None) -> tuple[np.nda
         params,
     )
     return (pg_array(rows[0][0]), pg_array(rows[0][1])) if rows else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _active_pairs_kept(tenant: Tenant, day: int, scope: Scope | None) -> tuple[np.ndarray, np.ndarray]:
+    """`_active_pairs` from the pairs' latest days (`PairActivity`, kept by the rollup processor): those in the
+    ACTIVE_SEAT_DAYS days before `day`, read in one range of an index, when no latest day is `day` or later (a
+    pair active then may also have been active before: only its rows can tell); else the probes."""
+    from signals.models import PairActivity
+
+    params: dict[str, Any] = {"first": date.fromordinal(day - ACTIVE_SEAT_DAYS), "day": date.fromordinal(day)}
+    where = ""
+    if scope is not None:
+        where, params["ids"] = " AND account_id = ANY(%(ids)s::bigint[])", list(scope.accounts)
+    rows = PairActivity.objects.sql(
+        tenant,
+        "SELECT array_send(array_agg(account_id)), array_send(array_agg(end_user_id)), "  # noqa: S608 - constants
+        f"(SELECT max(last_day) >= %(day)s FROM signals_pairactivity WHERE tenant_id = %(tenant)s{where}) "
+        f"FROM signals_pairactivity WHERE tenant_id = %(tenant)s AND last_day >= %(first)s{where}",
+        params,
+    )
+    accounts, users, too_late = rows[0]
+    if too_late:
+        return _active_pairs(tenant, day, scope)
+    return pg_array(accounts), pg_array(users)
 
 
 def _pair_codes(accounts: np.ndarray, users: np.ndarray, all_users: np.ndarray) -> np.ndarray:

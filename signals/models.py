@@ -114,14 +114,11 @@ class AccountSeries(TenantScopedModel):
     recomputes any of that account's rollups, from its account-level rows on days >= `since` (the account's
     latest day with a row minus SERIES_DAYS), and deletes it with them; an account without such rows has none.
     `packed` is (event name id, day ordinal, count) per account-level row, big-endian int8 + int4 + int4
-    (PostgreSQL's `int8send` / `int4send`; names are `EventName` ids); `members` is (user id, day ordinal) per
-    user with pair-level rows in those days, the latest of them (int8 + int4): who was active in the account
-    when (active seats)."""
+    (PostgreSQL's `int8send` / `int4send`); names are `EventName` ids."""
 
     account_id = models.BigIntegerField()
     since = models.DateField(help_text="The series holds every account-level rollup row of this day and after.")
     packed = models.BinaryField()
-    members = models.BinaryField()
 
     objects: ClassVar[TenantManager[AccountSeries]]
 
@@ -130,6 +127,31 @@ class AccountSeries(TenantScopedModel):
 
     def __str__(self) -> str:
         return f"series of account {self.account_id} since {self.since}"
+
+
+class PairActivity(TenantScopedModel):
+    """The latest day a user did something in an account: the latest day of their pair-level rollup rows. What
+    active seats are counted from: a member was active in the 30 days before day D iff its latest day lies in
+    [D - 30, D), when no latest day is D or later (docs/adr/0022-account-series.md).
+
+    Derived data, like the rollups: `signals.rollups` rewrites the pairs whose rows it recomputed or forgot, from
+    those rows, in the same transaction; a pair without rows has none."""
+
+    account_id = models.BigIntegerField()
+    end_user_id = models.BigIntegerField()
+    last_day = models.DateField()
+
+    objects: ClassVar[TenantManager[PairActivity]]
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "account_id", "end_user_id"], name="pairactivity_pair")
+        ]
+        # The recent pairs of a tenant, and its latest day of all (active seats).
+        indexes = [models.Index(fields=["tenant", "last_day"], name="pairactivity_tenant_last_day")]
+
+    def __str__(self) -> str:
+        return f"user {self.end_user_id} in account {self.account_id} on {self.last_day}"
 
 
 class EventName(TenantScopedModel):

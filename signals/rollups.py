@@ -25,7 +25,7 @@ from datetime import date
 
 from accounts.models import DirtyEntity, EntityType
 from plgapp.models import Tenant
-from signals.models import AccountSeries, DailyRollup, EventName
+from signals.models import AccountSeries, DailyRollup, EventName, PairActivity
 from signals.processing import register, round_changes, tenant_processing_lock
 
 ROLLUPS_ORDER = 10  # before anything that reads rollups (features, scores)
@@ -35,31 +35,23 @@ ROLLUPS_ORDER = 10  # before anything that reads rollups (features, scores)
 SERIES_DAYS = 200
 # One rollup row of a series: (EventName id, day ordinal, count), big-endian as int8send / int4send write them.
 SERIES_RECORD = "int8send(n.id) || int4send(r.day - DATE '0001-01-01' + 1) || int4send(r.count)"
-# One member of a series: a user id and the latest day of its pair-level rows in the account.
-SERIES_MEMBER = "int8send(p.end_user_id) || int4send(p.last - DATE '0001-01-01' + 1)"
 # Every series of the tenants `{tenant}` names, from their rollups (also run by migration signals/0009).
 SERIES_REBUILD = f"""
-    WITH latest AS (
-    SELECT tenant_id, account_id, max(day) AS last_day FROM signals_dailyrollup
-     WHERE tenant_id = {{tenant}} AND end_user_id = 0 AND account_id <> 0 GROUP BY tenant_id, account_id),
-    packed AS (
-    SELECT r.tenant_id, r.account_id, string_agg({SERIES_RECORD}, ''::bytea) AS packed
-      FROM latest AS l
-      JOIN signals_dailyrollup AS r USING (tenant_id, account_id)
+    INSERT INTO signals_accountseries (tenant_id, account_id, since, packed)
+    SELECT r.tenant_id, r.account_id, r.last_day - {SERIES_DAYS}, string_agg({SERIES_RECORD}, ''::bytea)
+      FROM (SELECT *, max(day) OVER (PARTITION BY tenant_id, account_id) AS last_day FROM signals_dailyrollup
+             WHERE tenant_id = {{tenant}} AND end_user_id = 0 AND account_id <> 0) AS r
       JOIN signals_eventname AS n ON n.tenant_id = r.tenant_id AND n.name = r.name
-     WHERE r.end_user_id = 0 AND r.day >= l.last_day - {SERIES_DAYS}
-     GROUP BY r.tenant_id, r.account_id),
-    members AS (
-    SELECT p.tenant_id, p.account_id, string_agg({SERIES_MEMBER}, ''::bytea) AS packed
-      FROM (SELECT r.tenant_id, r.account_id, r.end_user_id, max(r.day) AS last
-              FROM latest AS l JOIN signals_dailyrollup AS r USING (tenant_id, account_id)
-             WHERE r.end_user_id <> 0 AND r.day >= l.last_day - {SERIES_DAYS}
-             GROUP BY r.tenant_id, r.account_id, r.end_user_id) AS p
-     GROUP BY p.tenant_id, p.account_id)
-    INSERT INTO signals_accountseries (tenant_id, account_id, since, packed, members)
-    SELECT l.tenant_id, l.account_id, l.last_day - {SERIES_DAYS}, packed.packed, COALESCE(members.packed, ''::bytea)
-      FROM latest AS l JOIN packed USING (tenant_id, account_id) LEFT JOIN members USING (tenant_id, account_id)
+     WHERE r.day >= r.last_day - {SERIES_DAYS}
+     GROUP BY r.tenant_id, r.account_id, r.last_day
 """  # noqa: S608 - constant expressions
+
+# Every pair's latest day of the tenants `{tenant}` names.
+PAIR_ACTIVITY_REBUILD = """
+    INSERT INTO signals_pairactivity (tenant_id, account_id, end_user_id, last_day)
+    SELECT tenant_id, account_id, end_user_id, max(day) FROM signals_dailyrollup
+     WHERE tenant_id = {tenant} AND account_id <> 0 AND end_user_id <> 0 GROUP BY tenant_id, account_id, end_user_id
+"""
 
 # Per entity type: (the rollup/event column that names it, the column on the other side).
 _SIDES = {EntityType.ACCOUNT: ("account_id", "end_user_id"), EntityType.USER: ("end_user_id", "account_id")}
@@ -151,19 +143,19 @@ def rollups_recompute(
         """,  # noqa: S608 - constant column names
         params,
     )
-    # The series of the accounts whose rows changed: these accounts, or the accounts of these users' pair rows.
-    account_series_write(
-        tenant=tenant,
-        account_ids=ids if entity_type == EntityType.ACCOUNT else {a for *_, a in (*deleted, *written) if a},
-    )
+    if entity_type == EntityType.ACCOUNT:  # their account-level rows changed: their series too
+        account_series_write(tenant=tenant, account_ids=ids)
+    # The pairs whose rows were deleted or written (the other side not 0): their latest days.
+    pairs = {(pk, other_id) if entity_type == EntityType.ACCOUNT else (other_id, pk)
+             for pk, _name, other_id in (*deleted, *written) if other_id}  # fmt: skip
+    pair_activity_write(tenant=tenant, pairs=pairs)
     return {(pk, name) for pk, name, _other in deleted} | {(pk, name) for pk, name, _other in written}
 
 
 def account_series_write(*, tenant: Tenant, account_ids: Iterable[int]) -> None:
-    """Rewrite these accounts' series from their rollup rows of the SERIES_DAYS days up to the account's latest
-    day with an account-level row: those rows, and each user's latest day with a pair-level row. An account
-    without account-level rows has no series. Called by the recompute and by `rollups_forget`, after the rows
-    changed."""
+    """Rewrite these accounts' series from their account-level rollup rows of the SERIES_DAYS days up to the
+    account's latest day with such a row. An account without any has no series. Called by the recompute, after
+    the rows are written."""
     ids = sorted(set(account_ids))
     if not ids:
         return
@@ -176,33 +168,51 @@ def account_series_write(*, tenant: Tenant, account_ids: Iterable[int]) -> None:
           FROM unnest(%(ids)s::bigint[]) AS m(id)),
         gone AS (
         DELETE FROM signals_accountseries AS s USING latest
-         WHERE s.tenant_id = %(tenant)s AND s.account_id = latest.id AND latest.last_day IS NULL),
-        members AS (
-        SELECT l.id, string_agg({SERIES_MEMBER}, ''::bytea) AS packed
-          FROM latest AS l,
-       LATERAL (SELECT r.end_user_id, max(r.day) AS last FROM signals_dailyrollup AS r
-                 WHERE r.tenant_id = %(tenant)s AND r.account_id = l.id AND r.end_user_id <> 0
-                   AND r.day >= l.last_day - {SERIES_DAYS} GROUP BY r.end_user_id) AS p
-         GROUP BY l.id)
-        INSERT INTO signals_accountseries (tenant_id, account_id, since, packed, members)
-        SELECT %(tenant)s, l.id, l.last_day - {SERIES_DAYS}, string_agg({SERIES_RECORD}, ''::bytea),
-               COALESCE((SELECT packed FROM members WHERE members.id = l.id), ''::bytea)
+         WHERE s.tenant_id = %(tenant)s AND s.account_id = latest.id AND latest.last_day IS NULL)
+        INSERT INTO signals_accountseries (tenant_id, account_id, since, packed)
+        SELECT %(tenant)s, l.id, l.last_day - {SERIES_DAYS}, string_agg({SERIES_RECORD}, ''::bytea)
           FROM latest AS l
           JOIN signals_dailyrollup AS r ON r.tenant_id = %(tenant)s AND r.account_id = l.id AND r.end_user_id = 0
            AND r.day >= l.last_day - {SERIES_DAYS}
           JOIN signals_eventname AS n ON n.tenant_id = %(tenant)s AND n.name = r.name
          GROUP BY l.id, l.last_day
-        ON CONFLICT (tenant_id, account_id) DO UPDATE
-           SET since = EXCLUDED.since, packed = EXCLUDED.packed, members = EXCLUDED.members
+        ON CONFLICT (tenant_id, account_id) DO UPDATE SET since = EXCLUDED.since, packed = EXCLUDED.packed
         """,  # noqa: S608 - constant expressions
         {"ids": ids},
     )
 
 
+def pair_activity_write(*, tenant: Tenant, pairs: Iterable[tuple[int, int]]) -> None:
+    """Rewrite the latest day of these (account id, user id) pairs from their pair-level rows: the newest row,
+    found walking the user's rows newest first; a pair without rows has none."""
+    ordered = sorted(set(pairs))
+    if not ordered:
+        return
+    PairActivity.objects.sql(
+        tenant,
+        """
+        WITH latest AS (
+        SELECT p.account_id, p.end_user_id,
+               (SELECT r.day FROM signals_dailyrollup AS r WHERE r.tenant_id = %(tenant)s
+                   AND r.end_user_id = p.end_user_id AND r.account_id = p.account_id
+                 ORDER BY r.day DESC LIMIT 1) AS last_day
+          FROM unnest(%(accounts)s::bigint[], %(users)s::bigint[]) AS p(account_id, end_user_id)),
+        gone AS (
+        DELETE FROM signals_pairactivity AS a USING latest AS l
+         WHERE a.tenant_id = %(tenant)s AND a.account_id = l.account_id AND a.end_user_id = l.end_user_id
+           AND l.last_day IS NULL)
+        INSERT INTO signals_pairactivity (tenant_id, account_id, end_user_id, last_day)
+        SELECT %(tenant)s, account_id, end_user_id, last_day FROM latest WHERE last_day IS NOT NULL
+        ON CONFLICT (tenant_id, account_id, end_user_id) DO UPDATE SET last_day = EXCLUDED.last_day
+        """,
+        {"accounts": [account for account, _user in ordered], "users": [user for _account, user in ordered]},
+    )
+
+
 def account_series_rebuild(*, tenant: Tenant) -> None:
-    """Every series of the tenant from its rollups, in one pass (rollups loaded in bulk, not by the processor),
-    as the processor would write them; the names are registered first (as the processor does), since a series
-    names events by their registry ids."""
+    """Every series and pair's latest day of the tenant from its rollups, in one pass each (rollups loaded in
+    bulk, not by the processor), as the processor would write them; the names are registered first (as the
+    processor does), since a series names events by their registry ids."""
     EventName.objects.sql(
         tenant,
         "INSERT INTO signals_eventname (tenant_id, name, first_day) SELECT %(tenant)s, name, min(day) "
@@ -211,8 +221,10 @@ def account_series_rebuild(*, tenant: Tenant) -> None:
         "WHERE EXCLUDED.first_day < signals_eventname.first_day",
         {},
     )
-    AccountSeries.objects.sql(tenant, "DELETE FROM signals_accountseries WHERE tenant_id = %(tenant)s", {})
+    for table in ("signals_accountseries", "signals_pairactivity"):
+        AccountSeries.objects.sql(tenant, f"DELETE FROM {table} WHERE tenant_id = %(tenant)s", {})  # noqa: S608
     AccountSeries.objects.sql(tenant, SERIES_REBUILD.replace("{tenant}", "%(tenant)s"), {})
+    PairActivity.objects.sql(tenant, PAIR_ACTIVITY_REBUILD.replace("{tenant}", "%(tenant)s"), {})
 
 
 def rollups_forget(*, tenant: Tenant, entity_type: str, pks: Iterable[int]) -> None:
@@ -226,10 +238,14 @@ def rollups_forget(*, tenant: Tenant, entity_type: str, pks: Iterable[int]) -> N
         return
     side, _other = _SIDES[EntityType(entity_type)]
     tenant_processing_lock(tenant)
-    forgotten = DailyRollup.objects.sql(
+    DailyRollup.objects.sql(
         tenant,
-        f"WITH gone AS (DELETE FROM signals_dailyrollup WHERE tenant_id = %(tenant)s "  # noqa: S608 - constant names
-        f"AND {side} = ANY(%(ids)s::bigint[]) RETURNING account_id) SELECT DISTINCT account_id FROM gone",
+        f"DELETE FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND {side} = ANY(%(ids)s::bigint[])",  # noqa: S608
+        {"ids": ids},
+    )
+    PairActivity.objects.sql(
+        tenant,
+        f"DELETE FROM signals_pairactivity WHERE tenant_id = %(tenant)s AND {side} = ANY(%(ids)s::bigint[])",  # noqa: S608
         {"ids": ids},
     )
     if entity_type == EntityType.ACCOUNT:
@@ -238,8 +254,6 @@ def rollups_forget(*, tenant: Tenant, entity_type: str, pks: Iterable[int]) -> N
             "DELETE FROM signals_accountseries WHERE tenant_id = %(tenant)s AND account_id = ANY(%(ids)s::bigint[])",
             {"ids": ids},
         )
-    else:  # the accounts these users had pair rows in
-        account_series_write(tenant=tenant, account_ids=(account_id for (account_id,) in forgotten if account_id))
 
 
 register(rollups_process, order=ROLLUPS_ORDER)

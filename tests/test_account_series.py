@@ -17,8 +17,8 @@ from scoring.generator import generate
 from scoring.models import ScoreKind
 from scoring.services import SCORING_LOOKBACK_DAYS, scoring_history, working_settings
 from signals import features as feature_loading
-from signals.features import AccountSeriesLoad, Rollups, Scope, account_features, key_events_of
-from signals.models import AccountSeries
+from signals.features import Rollups, Scope, account_features, key_events_of
+from signals.models import AccountSeries, PairActivity
 from signals.processing import dirty_entities_process
 
 pytestmark = pytest.mark.django_db
@@ -48,43 +48,49 @@ def from_rows(tenant: Tenant, since: date, scope: Scope | None = None) -> Rollup
     return feature_loading._rollups(tenant, {"account": since}, scope)["account"]
 
 
-def loaded(tenant: Tenant, since: date, scope: Scope | None = None) -> AccountSeriesLoad:
+def loaded(tenant: Tenant, since: date, scope: Scope | None = None) -> Rollups:
     series = feature_loading._account_series(tenant, since, scope)
     assert series is not None
     return series
 
 
 def test_series_give_the_rows_that_grouping_the_rollups_gives(tenant: Tenant) -> None:
-    whole = loaded(tenant, SINCE).rollups
+    whole = loaded(tenant, SINCE)
     assert rows(whole) == rows(from_rows(tenant, SINCE))
     assert len(whole.count) > 100
     assert whole.names == sorted(set(whole.names))
     assert whole.entity.dtype == whole.name.dtype == whole.day.dtype == whole.count.dtype == np.int64
 
     later = SINCE + timedelta(days=140)  # only some of the days: the older rows of each series are left out
-    assert rows(loaded(tenant, later).rollups) == rows(from_rows(tenant, later))
+    assert rows(loaded(tenant, later)) == rows(from_rows(tenant, later))
     assert len(rows(from_rows(tenant, later))) < len(rows(whole))
 
     some = sorted(set(whole.entity.tolist()))[::3]
     scope = Scope(accounts=tuple(some))
-    mine = loaded(tenant, SINCE, scope).rollups
+    mine = loaded(tenant, SINCE, scope)
     assert set(mine.entity.tolist()) == set(some)
     assert rows(mine) == rows(from_rows(tenant, SINCE, scope))
 
 
-def test_series_give_the_active_members_that_probing_the_rollups_gives(tenant: Tenant) -> None:
+def test_kept_latest_days_give_the_active_members_that_probing_the_rollups_gives(tenant: Tenant) -> None:
     memberships = set(Membership.objects.for_tenant(tenant).values_list("account_id", "end_user_id"))
-    series = loaded(tenant, SINCE)
-    latest = int(series.member_last.max())
-    assert latest == (T - timedelta(hours=3)).date().toordinal()
-    for day in (latest + 1, latest + 5, latest + 40):
-        active = series.active_pairs(day)
-        assert active is not None
-        probed = feature_loading._active_pairs(tenant, day, None)
-        pairs = set(zip(*(part.tolist() for part in active), strict=True))
-        assert pairs & memberships == set(zip(*(part.tolist() for part in probed), strict=True)), day
-    assert series.active_pairs(latest + 40)[0].size < series.active_pairs(latest + 1)[0].size  # type: ignore[index]
-    assert series.active_pairs(latest) is None  # the latest day's own activity is not before it
+    latest = PairActivity.objects.for_tenant(tenant).order_by("-last_day").values_list("last_day", flat=True)[0]
+    assert latest == (T - timedelta(hours=3)).date()
+
+    def pairs(found: tuple[np.ndarray, np.ndarray]) -> set[tuple[int, int]]:
+        return set(zip(found[0].tolist(), found[1].tolist(), strict=True))
+
+    counts = []
+    for day in (latest.toordinal() + 1, latest.toordinal() + 20, latest.toordinal() + 40, latest.toordinal()):
+        kept = pairs(feature_loading._active_pairs_kept(tenant, day, None))
+        probed = pairs(feature_loading._active_pairs(tenant, day, None))
+        assert kept & memberships == probed, day
+        counts.append(len(probed))
+        some = Scope(accounts=tuple(sorted({account for account, _user in probed})[::2]))
+        assert pairs(feature_loading._active_pairs_kept(tenant, day, some)) & memberships == pairs(
+            feature_loading._active_pairs(tenant, day, some)
+        )
+    assert counts[0] > counts[1] > counts[2]  # fewer members active as the window moves past the last activity
 
 
 def features_of(history: Any, tenant: Tenant) -> dict[str, list[float]]:
@@ -100,7 +106,7 @@ def test_a_live_load_reads_the_series_and_computes_the_features_the_rows_give(
     read: list[date] = []
     account_series = feature_loading._account_series
 
-    def recorded(tenant: Tenant, since: date, scope: Scope | None) -> AccountSeriesLoad | None:
+    def recorded(tenant: Tenant, since: date, scope: Scope | None) -> Rollups | None:
         read.append(since)
         return account_series(tenant, since, scope)
 
@@ -137,7 +143,7 @@ def test_another_tenants_series_are_not_read(tenant: Tenant) -> None:
     generate(other, accounts=4, seed=6, days=20, end=T - timedelta(hours=3), now=T)
     dirty_entities_process(tenant_id=other.pk)
 
-    mine, theirs = loaded(tenant, SINCE).rollups, loaded(other, SINCE).rollups
+    mine, theirs = loaded(tenant, SINCE), loaded(other, SINCE)
 
     assert set(mine.entity.tolist()).isdisjoint(theirs.entity.tolist())
     assert rows(theirs) == rows(from_rows(other, SINCE))

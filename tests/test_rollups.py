@@ -27,7 +27,7 @@ from plgapp import rls
 from plgapp.models import Tenant
 from signals import processing
 from signals import tasks as signals_tasks
-from signals.models import AccountSeries, DailyRollup, Event, EventName
+from signals.models import AccountSeries, DailyRollup, Event, EventName, PairActivity
 from signals.processing import dirty_entities_process
 from signals.rollups import ROLLUPS_ORDER, SERIES_DAYS, account_series_rebuild, rollups_process, rollups_recompute
 from signals.tasks import dirty_entities_process_task, dirty_entities_sweep
@@ -89,37 +89,38 @@ def recomputed(tenant: Tenant) -> set[Bucket]:
     return {(int(a), int(u), str(n), d, int(c)) for a, u, n, d, c in rows}
 
 
-def series(tenant: Tenant) -> dict[int, tuple[date, set[Bucket], dict[int, date]]]:
-    """account id -> (since, its series' rows as account-level buckets, user id -> latest pair day), decoded here
-    on their own."""
+def series(tenant: Tenant) -> dict[int, tuple[date, set[Bucket]]]:
+    """account id -> (since, its series' rows as account-level buckets), decoded here on their own."""
     names = dict(EventName.objects.for_tenant(tenant).values_list("pk", "name"))
     decoded = {}
-    for account_id, since, packed, members in AccountSeries.objects.for_tenant(tenant).values_list(
-        "account_id", "since", "packed", "members"
+    for account_id, since, packed in AccountSeries.objects.for_tenant(tenant).values_list(
+        "account_id", "since", "packed"
     ):
         rows = {(account_id, 0, names[n], date.fromordinal(d), c) for n, d, c in struct.iter_unpack(">qii", packed)}
-        latest = {user: date.fromordinal(day) for user, day in struct.iter_unpack(">qi", members)}
-        decoded[account_id] = (since, rows, latest)
+        decoded[account_id] = (since, rows)
     return decoded
 
 
 def assert_series_equal_the_recent_account_rows(tenant: Tenant) -> None:
     """Every account with account-level rollups has a series, holding exactly its rows since the series' first
-    day (its latest day with a row minus SERIES_DAYS) and each user's latest day with a pair row since then; no
-    other account has one."""
-    buckets = stored(tenant)
-    account_rows = {bucket for bucket in buckets if bucket[0] and not bucket[1]}
+    day (its latest day with a row minus SERIES_DAYS); no other account has one."""
+    account_rows = {bucket for bucket in stored(tenant) if bucket[0] and not bucket[1]}
     kept = series(tenant)
     assert set(kept) == {bucket[0] for bucket in account_rows}
-    for account_id, (since, rows, latest) in kept.items():
+    for account_id, (since, rows) in kept.items():
         mine = {bucket for bucket in account_rows if bucket[0] == account_id}
         assert since == max(bucket[3] for bucket in mine) - timedelta(days=SERIES_DAYS)
         assert rows == {bucket for bucket in mine if bucket[3] >= since}, account_id
-        pairs: dict[int, date] = {}
-        for a, user, _name, day, _count in buckets:
-            if a == account_id and user and day >= since:
-                pairs[user] = max(day, pairs.get(user, day))
-        assert latest == pairs, account_id
+
+
+def assert_pairs_latest_days_equal_their_rows(tenant: Tenant) -> None:
+    """Every (account, user) pair with pair-level rows has its latest day kept, and no other pair."""
+    latest: dict[tuple[int, int], date] = {}
+    for account_id, user_id, _name, day, _count in stored(tenant):
+        if account_id and user_id:
+            latest[(account_id, user_id)] = max(day, latest.get((account_id, user_id), day))
+    kept = PairActivity.objects.for_tenant(tenant).values_list("account_id", "end_user_id", "last_day")
+    assert {(a, u): day for a, u, day in kept} == latest
 
 
 def levels(buckets: set[Bucket]) -> set[str]:
@@ -278,15 +279,16 @@ def test_rollups_equal_a_recompute_from_raw_events_after_random_batches(
             assert stored(world.tenant) == recomputed(world.tenant), f"round {round_number}"
             assert_event_names_registered(world.tenant)
             assert_series_equal_the_recent_account_rows(world.tenant)
+            assert_pairs_latest_days_equal_their_rows(world.tenant)
 
     assert levels(stored(tenant_a.tenant)) == {"account", "user", "pair"}
     kept = series(tenant_a.tenant)  # some account has rows too old for its series
     assert any(b[3] < kept[b[0]][0] for b in stored(tenant_a.tenant) if b[0] and not b[1])
-    assert any(latest for _since, _rows, latest in kept.values())
     for world in (tenant_a, tenant_b):  # the bulk rebuild writes what the processor wrote
         before = series(world.tenant)
         account_series_rebuild(tenant=world.tenant)
         assert series(world.tenant) == before
+        assert_pairs_latest_days_equal_their_rows(world.tenant)
 
 
 def assert_event_names_registered(tenant: Tenant) -> None:

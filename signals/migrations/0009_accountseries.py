@@ -3,10 +3,6 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-# The statement the product rebuilds a tenant's series with, for every tenant at once: a database migrated fresh has
-# no rollups yet, and one with rollups runs it once, here.
-from signals.rollups import SERIES_REBUILD
-
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -43,8 +39,7 @@ class Migration(migrations.Migration):
                 "constraints": [models.UniqueConstraint(fields=("tenant", "account_id"), name="accountseries_account")],
             },
         ),
-        # The series of the rollups already there, as signals.rollups.account_series_rebuild writes them. The
-        # processor keeps them from now on.
+        # The names of the rollups already there (their series are written by 0010).
         migrations.RunSQL(
             "INSERT INTO signals_eventname (tenant_id, name, first_day) SELECT tenant_id, name, min(day) "
             "FROM signals_dailyrollup WHERE end_user_id = 0 AND account_id <> 0 GROUP BY tenant_id, name "
@@ -52,5 +47,4 @@ class Migration(migrations.Migration):
             "WHERE EXCLUDED.first_day < signals_eventname.first_day",
             migrations.RunSQL.noop,
         ),
-        migrations.RunSQL(SERIES_REBUILD.replace("{tenant}", "tenant_id"), migrations.RunSQL.noop),
     ]
