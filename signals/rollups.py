@@ -13,9 +13,10 @@ marks over again).
 Ingestion, which owns the moves and deletes, calls `rollups_forget` for users and accounts that stop
 existing (merged away or deleted); their rows have no raw events left to recompute from.
 
-Each recomputed account's series (`AccountSeries`: its account-level rows of the last SERIES_DAYS days, packed
-in one value) is rewritten in the same transaction, from the rows just written: a full rescore reads 100,000
-series instead of grouping millions of rollup rows (docs/adr/0022-account-series.md).
+In the same transaction, two derived copies follow the rows they are made from (docs/adr/0022-account-series.md):
+each recomputed account's series (`AccountSeries`: its account-level rows of SERIES_DAYS days up to its latest,
+packed in one value) and the latest day of each (account, user) pair whose rows changed (`PairActivity`). A full
+rescore reads 100,000 series and the recent pairs instead of grouping millions of rollup rows.
 """
 
 from __future__ import annotations
