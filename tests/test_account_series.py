@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.db import connection
 
 from accounts.models import Membership
 from plgapp.models import Tenant
@@ -20,6 +21,7 @@ from signals import features as feature_loading
 from signals.features import Rollups, Scope, account_features, key_events_of
 from signals.models import AccountSeries, PairActivity
 from signals.processing import dirty_entities_process
+from tests.chaos.run import PAIR_ACTIVITY_ORACLE, SERIES_ORACLE
 
 pytestmark = pytest.mark.django_db
 
@@ -147,3 +149,26 @@ def test_another_tenants_series_are_not_read(tenant: Tenant) -> None:
 
     assert set(mine.entity.tolist()).isdisjoint(theirs.entity.tolist())
     assert rows(theirs) == rows(from_rows(other, SINCE))
+
+
+def oracle(statement: str, tenant: Tenant) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, {"t": tenant.pk})
+        return cursor.fetchone()[0]
+
+
+def test_the_chaos_oracles_find_series_and_latest_days_that_differ_from_their_rows(tenant: Tenant) -> None:
+    """The chaos run decodes the series in SQL on its own: it must agree with the processor, and see a change."""
+    assert oracle(SERIES_ORACLE, tenant) == 0
+    assert oracle(PAIR_ACTIVITY_ORACLE, tenant) == 0
+
+    series = AccountSeries.objects.for_tenant(tenant).order_by("account_id")
+    first = series.first()
+    assert first is not None
+    series.filter(pk=first.pk).update(packed=bytes(first.packed)[16:])  # one row fewer
+    PairActivity.objects.for_tenant(tenant).filter(
+        pk=PairActivity.objects.for_tenant(tenant).order_by("pk").values_list("pk", flat=True)[0]
+    ).update(last_day=date(2020, 1, 1))
+
+    assert oracle(SERIES_ORACLE, tenant) == 1
+    assert oracle(PAIR_ACTIVITY_ORACLE, tenant) == 2  # the kept day is missing, a wrong one is there

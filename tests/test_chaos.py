@@ -2,9 +2,10 @@
 beat, the fake Slack and HubSpot — under a steady seeded load with the Trial PQA playbook active, while pool children
 and the worker's main process are SIGKILLed, Redis stops (keeping, then losing its data), PostgreSQL restarts with
 `-m immediate` and Slack storms with 429s, 5xx and hangs. Then nothing accepted is lost, rollups equal a GROUP BY of
-the raw events, every score postdates its entity's last event, each enrollment's message is at Slack exactly once,
-no request came before its Retry-After, the API answered 503 + Retry-After (never 500) while PostgreSQL was down and
->= 99% 2xx while Redis was, and processing resumed within 30 s of each return without a worker restart.
+the raw events (and the accounts' series and pairs' latest days equal the rollups), every score postdates its
+entity's last event, each enrollment's message is at Slack exactly once, no request came before its Retry-After, the
+API answered 503 + Retry-After (never 500) while PostgreSQL was down and >= 99% 2xx while Redis was, and processing
+resumed within 30 s of each return without a worker restart.
 
 `make chaos` is the long version (tests/chaos/, docs/chaos.md). This one runs it as a subprocess: the harness starts
 services of its own (instance `chaostest`), so it neither needs nor touches the test database."""

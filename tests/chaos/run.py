@@ -401,6 +401,11 @@ class Chaos:
         rollups = db("SELECT count(*) FROM signals_dailyrollup WHERE tenant_id = %s", [t])[0][0]
         r.add("daily rollup rows", rollups, "> 0", rollups > 0)
         r.add("rollup rows != GROUP BY of raw events", mismatched, "0", mismatched == 0)
+        # Their derived copies (ADR 0022), decoded here in SQL on their own: equal to the rows.
+        series = db(SERIES_ORACLE, {"t": t})[0][0]
+        r.add("account series rows != their account-level rollups", series, "0", series == 0)
+        pairs = db(PAIR_ACTIVITY_ORACLE, {"t": t})[0][0]
+        r.add("pairs' latest days != their pair rollups", pairs, "0", pairs == 0)
         marks = db("SELECT count(*) FROM accounts_dirtyentity WHERE tenant_id = %s", [t])[0][0]
         r.add("dirty marks left after drain", marks, "0", marks == 0)
 
@@ -521,6 +526,37 @@ expected AS (
   SELECT account_id, end_user_id, name, day, count(*)::int FROM e
    WHERE account_id IS NOT NULL AND end_user_id IS NOT NULL GROUP BY 1, 2, 3, 4),
 actual AS (SELECT account_id, end_user_id, name, day, count FROM signals_dailyrollup WHERE tenant_id = %(t)s)
+SELECT (SELECT count(*) FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM actual) AS a)
+     + (SELECT count(*) FROM (SELECT * FROM actual EXCEPT ALL SELECT * FROM expected) AS b)
+"""
+
+# Each series record is (EventName id int8, day ordinal int4, count int4), big-endian; `since` = latest day - 200.
+SERIES_ORACLE = """
+WITH decoded AS (
+  SELECT s.account_id, s.since, n.name,
+         DATE '0001-01-01' + (('x' || encode(substring(s.packed FROM 16 * i + 9 FOR 4), 'hex'))::bit(32)::int - 1)
+           AS day,
+         ('x' || encode(substring(s.packed FROM 16 * i + 13 FOR 4), 'hex'))::bit(32)::int AS count
+    FROM signals_accountseries AS s
+   CROSS JOIN LATERAL generate_series(0, length(s.packed) / 16 - 1) AS i
+    JOIN signals_eventname AS n ON n.tenant_id = s.tenant_id
+     AND n.id = ('x' || encode(substring(s.packed FROM 16 * i + 1 FOR 8), 'hex'))::bit(64)::bigint
+   WHERE s.tenant_id = %(t)s),
+rows AS (SELECT account_id, name, day, count, max(day) OVER (PARTITION BY account_id) - 200 AS since
+           FROM signals_dailyrollup WHERE tenant_id = %(t)s AND end_user_id = 0 AND account_id <> 0),
+expected AS (SELECT account_id, since, name, day, count FROM rows WHERE day >= since),
+actual AS (SELECT account_id, since, name, day, count FROM decoded)
+SELECT (SELECT count(*) FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM actual) AS a)
+     + (SELECT count(*) FROM (SELECT * FROM actual EXCEPT ALL SELECT * FROM expected) AS b)
+     + (SELECT count(*) FROM signals_accountseries AS s WHERE s.tenant_id = %(t)s AND NOT EXISTS (
+          SELECT 1 FROM rows WHERE rows.account_id = s.account_id))
+"""
+
+PAIR_ACTIVITY_ORACLE = """
+WITH expected AS (
+  SELECT account_id, end_user_id, max(day) AS last_day FROM signals_dailyrollup
+   WHERE tenant_id = %(t)s AND account_id <> 0 AND end_user_id <> 0 GROUP BY 1, 2),
+actual AS (SELECT account_id, end_user_id, last_day FROM signals_pairactivity WHERE tenant_id = %(t)s)
 SELECT (SELECT count(*) FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM actual) AS a)
      + (SELECT count(*) FROM (SELECT * FROM actual EXCEPT ALL SELECT * FROM expected) AS b)
 """
