@@ -274,8 +274,23 @@ class TenantManager[M: models.Model](models.Manager[M]):
         """COPY rows into this model's table for one tenant: the door puts the tenant id first in every row.
         With `conflict` (the columns after tenant_id of a unique constraint), a row whose key is there already
         replaces its `update` columns instead (an upsert), or is dropped when `update` names none."""
+        self.copy_lines(
+            tenant, columns, ("\t".join(map(copy_text, row)) for row in rows), conflict=conflict, update=update
+        )
+
+    def copy_lines(
+        self,
+        tenant: Tenant | int,
+        columns: Sequence[str],
+        lines: Iterable[str],
+        *,
+        conflict: Sequence[str] = (),
+        update: Sequence[str] = (),
+    ) -> None:
+        """`copy` of rows already in COPY's text format (`copy_text` values joined by tabs, no newline): for a
+        caller that knows which of its values can need escaping, writing many rows."""
         prefix = f"{_tenant_id(tenant)}\t"
-        text = "".join(prefix + "\t".join(map(copy_text, row)) + "\n" for row in rows)
+        text = "".join(prefix + line + "\n" for line in lines)
         if not text:
             return
         column_list = ", ".join(["tenant_id", *columns])

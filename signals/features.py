@@ -836,12 +836,15 @@ def properties_as_of(history: History, entity_type: str, entity_id: int, at: dat
     return found
 
 
-def property_column(history: History, entity_type: str, key: str, ids: np.ndarray, at: datetime) -> np.ndarray:
-    """The value of one property of many entities as of `at` (objects; None where unset or deleted)."""
+def property_column(
+    history: History, entity_type: str, key: str, ids: np.ndarray, at: datetime, kind: str = "value"
+) -> np.ndarray:
+    """The value of one property of many entities as of `at`: as written (objects; None where unset or deleted),
+    or as another of `KeyChanges.column`'s kinds (numbers: NaN where unset)."""
     changes = history.properties.get(entity_type, {}).get(key)
     if changes is None:
-        return np.full(len(ids), None, dtype=object)
-    return changes.gather(changes.rows_as_of(np.asarray(ids, dtype=np.int64), at), "value")
+        changes = KeyChanges(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object))
+    return changes.gather(changes.rows_as_of(np.asarray(ids, dtype=np.int64), at), kind)
 
 
 def snapshot_day(at: datetime) -> int:

@@ -34,14 +34,16 @@ def signal_features(
             column = _event_count(
                 rollups, ids, visible_before(history, at), signal["event"], int(signal["window_days"])
             )
+        elif signal["kind"] == "property" and signal.get("equals") is not None:
+            values = property_column(history, entity_type, signal["property"], ids, at).tolist()
+            column = np.array([_property_value(value, signal["equals"]) for value in values], dtype=float)
         elif signal["kind"] == "property":
-            key, equals = signal["property"], signal.get("equals")
-            values = property_column(history, entity_type, key, ids, at).tolist()
-            column = np.array([_property_value(value, equals) for value in values], dtype=float)
+            column = _numbers(history, entity_type, signal["property"], ids, at)
         else:
-            tops = property_column(history, entity_type, signal["numerator"], ids, at).tolist()
-            bottoms = property_column(history, entity_type, signal["denominator"], ids, at).tolist()
-            column = np.array([_ratio(top, bottom) for top, bottom in zip(tops, bottoms, strict=True)], dtype=float)
+            top = _numbers(history, entity_type, signal["numerator"], ids, at)
+            bottom = _numbers(history, entity_type, signal["denominator"], ids, at)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                column = np.where(bottom == 0, math.nan, top / bottom)  # NaN on either side stays NaN
         raw.numbers[name] = column.astype(float)
         raw.describe[name] = {
             "kind": "signal",
@@ -63,26 +65,18 @@ def _event_count(rollups: Rollups, ids: np.ndarray, cutoff: int, event: str, win
     return counts
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return math.nan
+def _numbers(history: History, entity_type: str, key: str, ids: np.ndarray, at: datetime) -> np.ndarray:
+    """`_number` of a property's values as of `at`, on the whole column: numbers and booleans (1 / 0) as floats,
+    anything else or a non-finite number NaN."""
+    values = property_column(history, entity_type, key, ids, at, "number")
+    return np.where(np.isfinite(values), values, math.nan)
 
 
 def _property_value(value: Any, equals: Any) -> float:
-    if equals is not None:
-        if value is None:
-            return math.nan
-        if isinstance(value, str) and isinstance(equals, str):
-            return 1.0 if value.strip().lower() == equals.strip().lower() else 0.0
-        return 1.0 if value == equals else 0.0
-    return _number(value)
-
-
-def _ratio(numerator: Any, denominator: Any) -> float:
-    top, bottom = _number(numerator), _number(denominator)
-    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
+    """1 where the value equals `equals` (texts regardless of case and surrounding spaces), 0 where it does not,
+    NaN where the property is not set."""
+    if value is None:
         return math.nan
-    return top / bottom
+    if isinstance(value, str) and isinstance(equals, str):
+        return 1.0 if value.strip().lower() == equals.strip().lower() else 0.0
+    return 1.0 if value == equals else 0.0

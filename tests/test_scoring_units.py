@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -291,3 +292,54 @@ def test_a_history_without_changes_gathers_missing_values() -> None:
     assert empty.gather(np.array([-1, -1]), "present").tolist() == [False, False]
     assert empty.gather(np.array([-1]), "text").tolist() == [None]
     assert math.isnan(empty.gather(np.array([-1]), "number")[0])
+
+
+def test_property_and_ratio_signals_read_numbers_and_booleans_and_nothing_else() -> None:
+    """Columns of numbers computed whole: each value as the per-value rule has it (booleans 1 / 0, numbers as
+    floats, anything else NaN; a ratio NaN where either side is or the denominator is 0)."""
+    from datetime import UTC, datetime
+
+    from signals.features import History, KeyChanges, Memberships, RawFeatures, Rollups
+    from signals.signal_features import signal_features
+
+    def number(value: object) -> float:
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan
+
+    def ratio(top: object, bottom: object) -> float:
+        top_number, bottom_number = number(top), number(bottom)
+        if math.isnan(top_number) or math.isnan(bottom_number) or bottom_number == 0:
+            return math.nan
+        return top_number / bottom_number
+
+    values = [3, 0, -2.5, True, False, None, "7", 1e308, [1], {"a": 1}, 10**15 + 1, float("inf"), 0.1]
+    tops, bottoms = values, values[::-1]
+    ids = np.arange(1, len(values) + 1, dtype=np.int64)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def changes(column: Sequence[object]) -> KeyChanges:
+        written = np.empty(len(column), dtype=object)
+        written[:] = column
+        return KeyChanges.as_written(ids, np.zeros(len(ids), dtype=np.int64), written, ids)
+
+    empty = Rollups.empty()
+    properties = {"account": {"used": changes(tops), "limit": changes(bottoms)}}
+    history = History(1, empty, empty, empty, properties, {}, Memberships.empty(), {})
+    raw = RawFeatures(ids=np.array([*ids, 99], dtype=np.int64))  # 99: no value at all
+    signals = [
+        {"key": "used", "name": "Used", "kind": "property", "entity_type": "account", "property": "used"},
+        {"key": "share", "name": "Share", "kind": "ratio", "entity_type": "account", "numerator": "used",
+         "denominator": "limit"},
+        {"key": "unknown", "name": "Unknown", "kind": "ratio", "entity_type": "account", "numerator": "nothing",
+         "denominator": "limit"},
+    ]  # fmt: skip
+
+    signal_features(raw, history, "account", at, signals)
+
+    def same(found: np.ndarray, expected: list[float]) -> bool:
+        return np.array_equal(found, np.array(expected, dtype=float), equal_nan=True)
+
+    assert same(raw.numbers["signal:used"], [number(v) for v in tops] + [math.nan])
+    assert same(raw.numbers["signal:share"], [ratio(t, b) for t, b in zip(tops, bottoms, strict=True)] + [math.nan])
+    assert same(raw.numbers["signal:unknown"], [math.nan] * (len(values) + 1))
