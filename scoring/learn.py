@@ -10,11 +10,10 @@ on the calibration slice only.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -28,6 +27,8 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from scoring.trees import CompiledTrees, compile_trees, leaf_sums
 
 MIN_POSITIVES = 5  # below this many positive labels a model is not trained: the rule-based score stands
 MIN_EVAL_POSITIVES = 2
@@ -154,9 +155,20 @@ class Trained:
     importances: dict[str, float] = field(default_factory=dict)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(positive): model.predict_proba's numbers, by the calibration of the base model's decision values where
+        the compiled trees give those (every tree at once instead of one after another)."""
         if not len(x):
             return np.zeros(0)
-        return np.asarray(self.model.predict_proba(x)[:, 1], dtype=float)
+        if _is_linear(self.base):  # no decision values at hand: no shortcut
+            return np.asarray(self.model.predict_proba(x)[:, 1], dtype=float)
+        _base, _shifted, decision = _shifted_probabilities(self.base, x, [])
+        values = None if decision is None else calibrated_from_decision(self.model, self.base, decision)
+        return np.asarray(self.model.predict_proba(x)[:, 1], dtype=float) if values is None else values
+
+    def explained_groups(self) -> list[int]:
+        """The feature groups reasons are drawn from: the REASON_GROUPS most important."""
+        ranked = sorted(range(len(self.groups)), key=lambda g: -self.importances.get(self.group_names[g], 0.0))
+        return ranked[:REASON_GROUPS]
 
     def contributions(self, x: np.ndarray) -> tuple[list[int], np.ndarray]:
         """(group indices, array rows x groups): how much each of the most important groups moves each score
@@ -168,9 +180,7 @@ class Trained:
         """`predict(x)` and `contributions(x)` in one pass. The scores are the calibration of the base model's
         decision values, which explaining computes anyway: the same numbers as predict's, without evaluating
         every tree a second time."""
-        ranked = sorted(range(len(self.groups)), key=lambda g: -self.importances.get(self.group_names[g], 0.0))[
-            :REASON_GROUPS
-        ]
+        ranked = self.explained_groups()
         if not len(x) or not ranked:
             return self.predict(x), ranked, np.zeros((len(x), len(ranked)))
         # Attribution on the uncalibrated model: calibration is monotone (it keeps every direction), but
@@ -210,12 +220,7 @@ def calibrated_from_decision(model: Any, base: Any, decision: np.ndarray) -> np.
     return total
 
 
-CONTRIBUTION_ROWS = 20_000  # rows explained at a time (the per-tree values of a chunk stay a few 10 MB)
-# Explaining evaluates trees in threads (sklearn's tree predictor releases the GIL), not with OpenMP: OpenMP
-# threads that spin-wait for busy cores made small predictions take seconds on a loaded machine; a thread pool
-# only shares whole trees, and only when there are enough rows x trees for it to pay.
-EXPLAIN_THREADS = min(4, os.cpu_count() or 1)
-PARALLEL_LEAVES = 200_000
+CONTRIBUTION_ROWS = 20_000  # rows explained at a time (a chunk's per-tree values stay a few 10 MB)
 
 
 def _shifted_probabilities(
@@ -223,9 +228,10 @@ def _shifted_probabilities(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """P(positive) of the rows of `x` (model.predict_proba), rows x shifts: the same with each shift's columns
     set to its values, and the model's decision values on `x` (decision_function; None where not at hand). A
-    row already at those values keeps its probability, unpredicted; gradient boosting (alone or in a Blend)
-    re-evaluates only the trees that split on the shifted columns. The numbers are exactly those of
-    predict_proba and decision_function: the same leaves, added up in the same order."""
+    row already at those values keeps its probability, unpredicted; gradient boosting (alone or in a Blend) is
+    evaluated by its compiled trees, every tree at once, and a shift only swaps the tests of the shifted columns
+    (scoring/trees.py). The numbers are exactly those of predict_proba and decision_function: the same leaves,
+    added up in the same order."""
     moved = [np.flatnonzero(~np.all(x[:, columns] == values, axis=1)) for columns, values in shifts]
     parts = list(model.models) if isinstance(model, Blend) else [model]
     if isinstance(model, Blend) and not all(
@@ -255,8 +261,9 @@ def _part_probabilities(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(P(positive) of x, rows x shifts where moved, the decision values of x if at hand) for one model."""
     shifted = np.zeros((len(x), len(shifts)))
-    if isinstance(model, HistGradientBoostingClassifier) and _tree_sum_ready(model):
-        return _tree_probabilities(model, x, shifts, moved)
+    trees = compiled_trees(model) if isinstance(model, HistGradientBoostingClassifier) else None
+    if trees is not None:
+        return _tree_probabilities(model, trees, x, shifts)
     base = np.asarray(model.predict_proba(x)[:, 1], dtype=float)
     batches = []
     for (columns, values), rows in zip(shifts, moved, strict=True):
@@ -273,86 +280,36 @@ def _part_probabilities(
     return base, shifted, None
 
 
-def _tree_sum_ready(model: HistGradientBoostingClassifier) -> bool:
-    """A binary classifier on numbers only (one tree per iteration, no categorical split): its raw prediction is
-    the baseline plus one leaf per tree, which the per-tree path below adds up as sklearn does."""
-    try:
-        nodes = [predictors[0].nodes for predictors in model._predictors]
-        return model.n_trees_per_iteration_ == 1 and not any(tree["is_categorical"].any() for tree in nodes)
-    except (AttributeError, KeyError, ValueError):
-        return False
+_compiled: WeakKeyDictionary[Any, CompiledTrees | None] = WeakKeyDictionary()
+
+
+def compiled_trees(model: HistGradientBoostingClassifier) -> CompiledTrees | None:
+    """The model's trees compiled for evaluating all at once (scoring/trees.py), once per model; None for a model
+    they cannot serve: not a binary classifier (one tree per iteration), or with categorical splits."""
+    if model not in _compiled:
+        try:
+            binary = model.n_trees_per_iteration_ == 1
+            nodes = [predictors[0].nodes for predictors in model._predictors]
+            _compiled[model] = compile_trees(nodes) if binary else None
+        except (AttributeError, KeyError, ValueError):
+            _compiled[model] = None
+    return _compiled[model]
 
 
 def _tree_probabilities(
     model: HistGradientBoostingClassifier,
+    trees: CompiledTrees,
     x: np.ndarray,
     shifts: Sequence[tuple[list[int], np.ndarray]],
-    moved: Sequence[np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    trees = [predictors[0] for predictors in model._predictors]
-    threads = min(EXPLAIN_THREADS, len(trees)) if len(x) * len(trees) >= PARALLEL_LEAVES else 1
-    if threads <= 1:
-        return _tree_probabilities_with(model, trees, x, shifts, moved, None, 1)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return _tree_probabilities_with(model, trees, x, shifts, moved, pool, threads)
+    """(P(positive) of x, rows x shifts: the same with each shift's columns set to its values, the decision values
+    of x): predict_proba's and decision_function's numbers, from the compiled trees' leaf sums."""
+    raw, held = leaf_sums(trees, model._preprocess_X(x, reset=False), float(model._baseline_prediction[0, 0]), shifts)
 
+    def probabilities(values: np.ndarray) -> np.ndarray:
+        return np.asarray(model._loss.predict_proba(values.reshape(-1, 1))[:, 1], dtype=float).reshape(values.shape)
 
-def _tree_probabilities_with(
-    model: HistGradientBoostingClassifier,
-    trees: Sequence[Any],
-    x: np.ndarray,
-    shifts: Sequence[tuple[list[int], np.ndarray]],
-    moved: Sequence[np.ndarray],
-    pool: ThreadPoolExecutor | None,
-    threads: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x = model._preprocess_X(x, reset=False)
-    known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
-
-    def evaluate(into: np.ndarray, rows: np.ndarray, which: Sequence[int]) -> None:
-        """into[t] = the leaf value each row of `rows` reaches in tree t, for t in `which`: sklearn's own
-        predictor, one thread per call, the trees shared out between the pool's threads (the predictor runs
-        without the GIL) when there is enough to share."""
-
-        def some(part: Sequence[int]) -> None:
-            for t in part:
-                into[t] = trees[t].predict(rows, known_categories, feature_map, 1)
-
-        if pool is None or len(rows) * len(which) < PARALLEL_LEAVES:
-            some(which)
-            return
-        list(pool.map(some, [which[n::threads] for n in range(threads)]))
-
-    # Trees x rows: the leaf value each row reaches in each tree, and the features each tree splits on.
-    leaves = np.zeros((len(trees), len(x)))
-    evaluate(leaves, x, range(len(trees)))
-    splits = [set(tree.nodes["feature_idx"][~tree.nodes["is_leaf"].astype(bool)].tolist()) for tree in trees]
-
-    def raw_predictions(values: np.ndarray) -> np.ndarray:
-        """decision_function's numbers: the baseline plus each tree's leaf, added tree by tree as
-        _predict_iterations does."""
-        raw = np.zeros((values.shape[1], 1), dtype=model._baseline_prediction.dtype, order="F")
-        raw += model._baseline_prediction
-        for tree_values in values:
-            raw[:, 0] += tree_values
-        return raw
-
-    def probabilities(raw: np.ndarray) -> np.ndarray:
-        return np.asarray(model._loss.predict_proba(raw)[:, 1], dtype=float)
-
-    raw = raw_predictions(leaves)
-    base = probabilities(raw)
-    shifted = np.zeros((len(x), len(shifts)))
-    for slot, ((columns, values), rows) in enumerate(zip(shifts, moved, strict=True)):
-        if not len(rows):
-            continue
-        batch = x[rows]
-        batch[:, columns] = values
-        changed = leaves[:, rows]
-        touched = set(columns)
-        evaluate(changed, batch, [t for t in range(len(trees)) if splits[t] & touched])
-        shifted[rows, slot] = probabilities(raw_predictions(changed))
-    return base, shifted, raw[:, 0].copy()
+    return probabilities(raw), probabilities(held), raw
 
 
 def feature_groups(columns: Sequence[str]) -> tuple[list[list[int]], list[str]]:

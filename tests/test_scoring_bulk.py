@@ -1,8 +1,8 @@
 """Scoring's bulk paths agree with their plain definitions (the issue 4 benchmark work made them fast):
 
 - reasons are picked for many entities at once exactly as `reasons.pick` picks them one by one;
-- contributions re-evaluate only the rows and trees a feature group touches, and equal predict_proba on the
-  rows with that group set to its typical value (gradient boosting, logistic regression, their blend);
+- contributions equal predict_proba on the rows with a feature group set to its typical value (gradient boosting
+  by its compiled trees or, where they cannot serve, by its own predictor; logistic regression; their blend);
 - a few changed entities are rescored from their own data only: the same features as a whole-tenant load,
   the same scores as a full rescore;
 - the score write keeps ScoreHistory's rules (a row when a score is new, moves, changes grade, or on a new day)
@@ -175,20 +175,18 @@ def test_scores_taken_from_the_explanation_equal_the_calibrated_models_predictio
     assert calibrated_from_decision(other, boosted, decision) is None  # a calibration of another model
 
 
-def test_trees_shared_out_between_threads_give_the_same_numbers_as_one_thread(monkeypatch: Any) -> None:
+def test_a_model_the_compiled_trees_cannot_serve_is_explained_by_its_own_predictions() -> None:
     x, y, columns = _data()
-    model = HistGradientBoostingClassifier(max_iter=120, max_leaf_nodes=8, random_state=4).fit(x, y)
-    trained = _trained(model, x, columns)
-    monkeypatch.setattr(learn, "EXPLAIN_THREADS", 3)
-    monkeypatch.setattr(learn, "PARALLEL_LEAVES", 1)  # every evaluation threaded
-    threaded = trained.scores_and_contributions(x)
-    monkeypatch.setattr(learn, "PARALLEL_LEAVES", 10**12)  # none
-    single = trained.scores_and_contributions(x)
+    wide = HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=80, min_samples_leaf=5, random_state=5).fit(x, y)
+    assert learn.compiled_trees(wide) is None  # more than 64 leaves in a tree
+    trained = _trained(wide, x, columns)
 
-    assert np.array_equal(threaded[0], single[0])
-    assert threaded[1] == single[1]
-    assert np.array_equal(threaded[2], single[2])
-    assert np.array_equal(threaded[2], _by_definition(trained, x)[1])
+    values, ranked, fast = trained.scores_and_contributions(x)
+
+    assert np.array_equal(values, wide.predict_proba(x)[:, 1])
+    expected_ranked, expected = _by_definition(trained, x)
+    assert ranked == expected_ranked
+    assert np.array_equal(fast, expected)
 
 
 # --- loading only what changed, writing scores ------------------------------------------------------------------

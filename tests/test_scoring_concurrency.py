@@ -1,6 +1,7 @@
-"""A whole tenant's rescoring works on several connections at once: its loading queries run side by side, and a
-kind's scores are written while the next kind is computed. Outside a transaction of the caller's only (other
-connections could not see its rows); the results must be those of the same work on one connection."""
+"""A whole tenant's rescoring works on several connections at once: its loading queries run side by side, and
+each kind's scores are written, a chunk at a time, while the reasons of its next chunk and the next kinds are
+computed. Outside a transaction of the caller's only (other connections could not see its rows); the results must
+be those of the same work on one connection, and a kind whose computing fails midway stores none of its scores."""
 
 from __future__ import annotations
 
@@ -121,15 +122,71 @@ def test_kinds_written_while_the_next_is_computed_store_what_one_transaction_sto
         history = scoring_history(tenant=tenant, kinds=kinds, now=T)
         with transaction.atomic():
             written_in_one = scores_refresh_kinds(tenant=tenant, kinds=kinds, now=T, history=history)
-            in_one = _scores(tenant)
+            in_one, history_in_one = _scores(tenant), _history(tenant, at=T)  # not the processor's
         assert overlapped_writes == []
         Score.objects.for_tenant(tenant).delete()
         ScoreHistory.objects.for_tenant(tenant).delete()
 
+        monkeypatch.setattr(services, "WRITE_BATCH", 4)  # many chunks per kind
         written = scores_refresh_kinds(tenant=tenant, kinds=kinds, now=T, history=history)
 
         assert overlapped_writes == [1] * len(kinds)
         assert written == written_in_one
         assert {ScoreKind.HEALTH, ScoreKind.CONVERSION, ScoreKind.CHAMPION} <= {kind for kind, _id in in_one}
         assert _scores(tenant) == in_one
+        assert _history(tenant) == history_in_one
+    assert connections() == before
+
+
+def _history(tenant: Tenant, at: datetime | None = None) -> list[tuple[Any, ...]]:
+    rows = ScoreHistory.objects.for_tenant(tenant)
+    rows = rows if at is None else rows.filter(computed_at=at)
+    return sorted(rows.values_list("kind", "entity_type", "entity_id", "value", "grade", "model_version",
+                                   "computed_at"))  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kind_whose_reasons_fail_midway_keeps_its_stored_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer stores chunks as they come, in one transaction: when computing a later chunk fails, it rolls
+    back instead of waiting for it, and the error reaches the caller. Kinds written before it are stored."""
+    tenant = _generated()
+    kinds = [ScoreKind.HEALTH, ScoreKind.CONVERSION, ScoreKind.CHURN]
+    later = T + timedelta(days=1)
+    before = connections()
+    with rls.tenant(tenant.pk):
+        scores_refresh_kinds(tenant=tenant, kinds=kinds, now=T, history=scoring_history(tenant=tenant, kinds=kinds,
+                                                                                        now=T))  # fmt: skip
+        stored, history_rows = _scores(tenant), _history(tenant)
+        assert sum(kind == ScoreKind.CONVERSION for kind, _id in stored) >= 3  # three chunks of one
+        monkeypatch.setattr(services, "WRITE_BATCH", 1)
+        compute = services._compute
+
+        def failing_midway(tenant: Tenant, kind: str, *args: Any) -> services.Computed:
+            computed = compute(tenant, kind, *args)
+            if kind == ScoreKind.CONVERSION:
+                reasons = computed.reasons
+
+                def third_fails(start: int, stop: int) -> Any:
+                    if start == 2:
+                        raise RuntimeError("a bug in the third chunk")
+                    return reasons(start, stop)
+
+                computed.reasons = third_fails
+            return computed
+
+        monkeypatch.setattr(services, "_compute", failing_midway)
+        with pytest.raises(RuntimeError, match="third chunk"):
+            scores_refresh_kinds(tenant=tenant, kinds=kinds, now=later,
+                                 history=scoring_history(tenant=tenant, kinds=kinds, now=later))  # fmt: skip
+
+        now_stored = _scores(tenant)
+        health = {key: value for key, value in now_stored.items() if key[0] == ScoreKind.HEALTH}
+        assert health
+        assert {value[-1] for value in health.values()} == {later}  # written before the failure
+        assert {key: value for key, value in now_stored.items() if key[0] != ScoreKind.HEALTH} == {
+            key: value for key, value in stored.items() if key[0] != ScoreKind.HEALTH
+        }
+        assert [row for row in _history(tenant) if row[0] != ScoreKind.HEALTH] == [
+            row for row in history_rows if row[0] != ScoreKind.HEALTH
+        ]
     assert connections() == before
