@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from plgapp.models import TenantManager, TenantScopedModel
+from plgapp.models import Tenant, TenantManager, TenantScopedModel
 
 
 class ScoreKind(models.TextChoices):
@@ -154,6 +154,12 @@ def score_dict(*, value: float, percentile: int, grade: int, reasons: list[Any],
 class ScoreHistory(TenantScopedModel):
     """Score values over time for charts: a row when a score is first computed, moves, or a day passes."""
 
+    # No database-side foreign key to the tenant (as signals_event's, ADR 0005): a full rescore appends a row per
+    # score, and each row's deferred check at commit cost ~0.2 s of a 62,000-score write (ADR 0023). The tenant
+    # door and row-level security bind tenant_id to the current tenant; Django's cascade deletes a tenant's history.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="+", editable=False, db_constraint=False, db_index=False
+    )
     kind = models.CharField(max_length=20, choices=ScoreKind.choices)
     entity_type = models.CharField(max_length=20, choices=ScoredEntity.choices)
     entity_id = models.BigIntegerField()
