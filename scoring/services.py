@@ -494,10 +494,11 @@ def _scored(
     ids = candidates if kind == ScoreKind.HEALTH else eligible(history, settings, kind, now, candidates)
     computed = _compute(tenant, kind, history, settings, ids, now)
 
-    def write(texts: Iterable[list[str]] | None = None) -> int:
+    def write(texts: Iterable[list[str]] | None = None, stored: Future[Stored] | None = None) -> int:
         with _phase("write"):
             entity_type = ENTITY_OF_KIND[ScoreKind(kind)]
-            return _write(tenant, kind, entity_type, computed, now, candidates=candidates, full=full, texts=texts)
+            return _write(tenant, kind, entity_type, computed, now, candidates=candidates, full=full, texts=texts,
+                          stored=None if stored is None else stored.result())  # fmt: skip
 
     return computed, write
 
@@ -512,17 +513,19 @@ def scores_refresh_kinds(*, tenant: Tenant, kinds: Sequence[str], now: datetime,
     if connection.in_atomic_block:
         return {kind: scores_refresh(tenant=tenant, kind=kind, now=now, history=history) for kind in kinds}
     writes: list[tuple[str, Future[int]]] = []
-    with ThreadPoolExecutor(max_workers=max(len(kinds), 1)) as writers:
+    with ThreadPoolExecutor(max_workers=2 * max(len(kinds), 1)) as writers:
         for kind in kinds:
+            # The stored scores (history rows are decided against them) are read while the kind is computed.
+            stored = None
+            if kind != ScoreKind.CHAMPION:
+                stored = _on_a_writer(writers, partial(_stored, tenant, kind, None))
             computed, write = _scored(tenant=tenant, kind=kind, now=now, entity_ids=None, history=history)
-            # The caller's context (tenant, phase timings) goes with the write; its connection closes after it.
-            run = contextvars.copy_context().run
             if computed is None:
                 before = [future for _kind, future in writes]
-                writes.append((kind, writers.submit(run, _on_own_connection, partial(_after, before, write))))
+                writes.append((kind, _on_a_writer(writers, partial(_after, before, write))))
                 continue
             feed: SimpleQueue[list[str] | object] = SimpleQueue()
-            writes.append((kind, writers.submit(run, _on_own_connection, partial(write, texts=_fed(feed)))))
+            writes.append((kind, _on_a_writer(writers, partial(write, texts=_fed(feed), stored=stored))))
             _feed(feed, reason_texts(computed))
     return {kind: write.result() for kind, write in writes}
 
@@ -565,7 +568,13 @@ def reason_texts(computed: Computed) -> Iterator[list[str]]:
         yield texts
 
 
-def _on_own_connection(work: Callable[[], int]) -> int:
+def _on_a_writer[T](writers: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
+    """`work` on a thread of `writers`, in a copy of the caller's context (tenant, phase timings), on a connection
+    of its own that closes after it."""
+    return writers.submit(contextvars.copy_context().run, _on_own_connection, work)
+
+
+def _on_own_connection[T](work: Callable[[], T]) -> T:
     try:
         return work()
     finally:
@@ -646,17 +655,19 @@ HISTORY_COLUMNS = ("kind", "entity_type", "entity_id", "value", "grade", "model_
 
 
 def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now: datetime, *,
-           candidates: Sequence[int], full: bool, texts: Iterable[list[str]] | None = None) -> int:  # fmt: skip
+           candidates: Sequence[int], full: bool, texts: Iterable[list[str]] | None = None,
+           stored: Stored | None = None) -> int:  # fmt: skip
     """Store the scores (upsert), drop those of entities no longer scored, append ScoreHistory where a score is
     new, moved by HISTORY_MIN_CHANGE or changed grade, or on a new day. `texts`: the reasons as `reason_texts`
-    gives them (computed here if None), taken a chunk at a time — each chunk is stored as it comes. Plain SQL: an
-    ORM object per score cost more than computing it."""
+    gives them (computed here if None), taken a chunk at a time — each chunk is stored as it comes. `stored`: the
+    kind's stored scores (`_stored`; read here if None). Plain SQL: an ORM object per score cost more than
+    computing it."""
     ids = np.asarray(computed.ids, dtype=np.int64)
     values = np.asarray(computed.values, dtype=float)
     if not np.isfinite(values).all():  # a model or rule bug: write nothing rather than a NaN score
         raise ValueError(f"{kind}: {int((~np.isfinite(values)).sum())} scores are not finite numbers")
     with _phase("write: read stored"):
-        stored = _stored(tenant, kind, None if full else candidates)
+        stored = _stored(tenant, kind, None if full else candidates) if stored is None else stored
         ranks = percentiles(values, values) if full else _ranks_among_stored(tenant, kind, ids, values, stored)
     grade = grades(ranks)
     details = _json_texts(computed.details if computed.details is not None else [{}] * len(ids))

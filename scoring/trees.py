@@ -135,13 +135,13 @@ def _or(ruled_out: np.ndarray) -> np.ndarray:
 
 
 def _leaf_values(trees: CompiledTrees, which: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """rows x len(which): the value of the leaf each mask selects; `masks` is rows x trees `which`."""
+    """len(which) x rows: the value of the leaf each mask of trees `which` selects."""
     if trees.leaf_of_mask is not None:
-        return np.take(trees.leaf_of_mask.ravel(), masks + which * 256)
+        return np.take(trees.leaf_of_mask.ravel(), masks + (which * 256)[:, None])
     masks = ~masks
     lowest = masks & (~masks + trees.dtype(1))
     leaf = np.log2(lowest.astype(float)).astype(np.intp)  # exact: powers of two
-    return trees.leaf_values[which, leaf]
+    return trees.leaf_values[which[:, None], leaf]
 
 
 def leaf_sums(
@@ -164,27 +164,30 @@ def leaf_sums(
         rows = slice(start, start + len(part))
         factors = _ruled_out(trees, ranks(trees, part), every_tree)
         masks = _or(factors)
-        # rows x (1 + trees): the baseline, then each tree's leaf value; summed in order by a running sum
-        values = np.empty((len(part), 1 + trees.trees))
-        values[:, 0] = baseline
-        values[:, 1:] = _leaf_values(trees, every_tree, masks.T)
+        # (1 + trees) x rows: the baseline, then each tree's leaf value, to add up in that order
+        values = np.empty((1 + trees.trees, len(part)))
+        values[0] = baseline
+        values[1:] = _leaf_values(trees, every_tree, masks)
         raw[rows] = _in_order(values)
-        held[rows] = raw[rows, None]
         for slot, (touched, at, constant) in enumerate(plans):
             if not len(touched):
+                held[rows, slot] = raw[rows]
                 continue
             own = factors[:, touched]
             own[at] = np.broadcast_to(constant, own.shape)[at]  # a held node sends every row the same way
             changed = _or(own)
-            moved = np.flatnonzero((changed != masks[touched]).any(axis=0))
-            if not len(moved):
-                continue
-            again = values[moved]
-            again[:, 1 + touched] = _leaf_values(trees, touched, changed[:, moved].T)
-            held[start + moved, slot] = _in_order(again)
+            # Every row, moved or not: most rows move, and picking them out costs more than adding the others (a
+            # row that does not move adds up the same leaves, to the same raw prediction).
+            instead = dict(zip((1 + touched).tolist(), _leaf_values(trees, touched, changed), strict=True))
+            held[rows, slot] = _in_order(values, instead)
     return raw, held
 
 
-def _in_order(values: np.ndarray) -> np.ndarray:
-    """The sum of each row, added left to right (as scikit-learn adds its trees: a running sum is sequential)."""
-    return np.cumsum(values, axis=1)[:, -1]
+def _in_order(values: np.ndarray, instead: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Each column's sum, added top to bottom, one row after the other, as scikit-learn adds its trees (a reduction
+    by numpy may add pairwise, which rounds differently); `instead` replaces some rows."""
+    instead = instead or {}
+    total = instead.get(0, values[0]).copy()
+    for at in range(1, len(values)):
+        total += instead.get(at, values[at])
+    return total
