@@ -178,6 +178,10 @@ class KeyChanges:
 _MISSING: dict[str, Any] = {"present": False, "text": None, "value": None}  # gather's value for no row (else NaN)
 
 
+# A tuple, not `int | float`: isinstance checks a tuple of types twice as fast as a union (~1 M checks a rescore).
+_NUMBERS = (int, float)
+
+
 def _converted(values: np.ndarray, kind: str) -> np.ndarray:
     """JSON values (objects) as one of KeyChanges.column's kinds."""
     listed = values.tolist()
@@ -185,7 +189,7 @@ def _converted(values: np.ndarray, kind: str) -> np.ndarray:
     if kind == "present":
         return np.array([v is not None for v in listed], dtype=bool)
     if kind == "number":
-        return np.array([float(v) if isinstance(v, int | float) else nan for v in listed], dtype=float)
+        return np.array([float(v) if isinstance(v, _NUMBERS) else nan for v in listed], dtype=float)
     if kind == "strict_number":
         return np.array([_number(v) for v in listed], dtype=float)
     if kind == "boolean":
@@ -1239,7 +1243,7 @@ def _quota(raw: RawFeatures, history: History, ids: np.ndarray, at: datetime) ->
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    return float(value) if isinstance(value, _NUMBERS) and not isinstance(value, bool) else math.nan
 
 
 def milestones_reached(
