@@ -563,7 +563,7 @@ def reason_texts(computed: Computed) -> Iterator[list[str]]:
         reasons = computed.reasons(start, min(start + size, len(computed.ids)))
         with _phase("write: encode"):
             texts = [orjson.dumps(row).decode() for row in reasons]
-            texts = [text.replace("\\", "\\\\") if "\\" in text else text for text in texts]
+            texts = _copy_escaped(texts)
         yield texts
 
 
@@ -668,7 +668,7 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
         ranks = percentiles(values, values) if full else _ranks_among_stored(tenant, kind, ids, values, stored)
     grade = grades(ranks)
     details = _json_texts(computed.details if computed.details is not None else [{}] * len(ids))
-    details = [text.replace("\\", "\\\\") if "\\" in text else text for text in details]
+    details = _copy_escaped(details)
     before = entity_slots(ids, stored.ids)
     known = before >= 0
     if len(stored.ids):
@@ -728,6 +728,11 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
         if written != len(id_list):  # a bug upstream: rather no scores than some
             raise RuntimeError(f"{kind}: reasons for {written} of {len(id_list)} scores")
     return written
+
+
+def _copy_escaped(texts: list[str]) -> list[str]:
+    """JSON texts as COPY's text format wants them: JSON has no raw tab or newline, so only backslashes double."""
+    return [text.replace("\\", "\\\\") if "\\" in text else text for text in texts]
 
 
 def _json_texts(values: Sequence[Any]) -> list[str]:
