@@ -464,22 +464,27 @@ def scoring_history(
 
 def scores_refresh(
     *, tenant: Tenant, kind: str, now: datetime, entity_ids: Iterable[int] | None = None,
-    history: History | None = None,
+    history: History | None = None, settings: dict[str, Any] | None = None,
 ) -> int:  # fmt: skip
     """(Re)score every entity of `kind`, or only `entity_ids`; returns how many scores were written. `history`:
-    one loaded by `scoring_history` for this kind (and these entities), to share between kinds."""
-    _computed, write = _scored(tenant=tenant, kind=kind, now=now, entity_ids=entity_ids, history=history)
+    one loaded by `scoring_history` for this kind (and these entities), to share between kinds; `settings`: the
+    tenant's `working_settings`, read once for several kinds."""
+    _computed, write = _scored(
+        tenant=tenant, kind=kind, now=now, entity_ids=entity_ids, history=history, settings=settings
+    )
     return write()
 
 
 def _scored(
-    *, tenant: Tenant, kind: str, now: datetime, entity_ids: Iterable[int] | None, history: History | None
-) -> tuple[Computed | None, Callable[..., int]]:
+    *, tenant: Tenant, kind: str, now: datetime, entity_ids: Iterable[int] | None, history: History | None,
+    settings: dict[str, Any] | None = None,
+) -> tuple[Computed | None, Callable[..., int]]:  # fmt: skip
     """Compute the scores of `kind` (see scores_refresh): (them, what writes them and says how many — given their
     reasons' JSON texts chunk by chunk, or computing those itself). Champions compute as they write: (None, that)."""
     if kind == ScoreKind.CHAMPION:
-        return None, partial(champions_refresh, tenant=tenant, now=now, account_ids=entity_ids, history=history)
-    settings = working_settings(tenant=tenant)
+        return None, partial(champions_refresh, tenant=tenant, now=now, account_ids=entity_ids, history=history,
+                             settings=settings)  # fmt: skip
+    settings = working_settings(tenant=tenant) if settings is None else settings
     full = entity_ids is None
     candidates = _candidates(tenant, kind) if full else sorted(set(entity_ids or ()))
     if history is None:
@@ -509,8 +514,10 @@ def scores_refresh_kinds(*, tenant: Tenant, kinds: Sequence[str], now: datetime,
     kinds' writes touch different rows, so they run side by side — except champions, computed as they are written
     (they read the stored health scores): they start after every write before them. Unless the caller holds a
     transaction, whose rows those connections could not see: then one kind after the other, on it."""
+    settings = working_settings(tenant=tenant)
     if connection.in_atomic_block:
-        return {kind: scores_refresh(tenant=tenant, kind=kind, now=now, history=history) for kind in kinds}
+        return {kind: scores_refresh(tenant=tenant, kind=kind, now=now, history=history, settings=settings)
+                for kind in kinds}  # fmt: skip
     writes: list[tuple[str, Future[int]]] = []
     with ThreadPoolExecutor(max_workers=2 * max(len(kinds), 1)) as writers:
         for kind in kinds:
@@ -518,7 +525,9 @@ def scores_refresh_kinds(*, tenant: Tenant, kinds: Sequence[str], now: datetime,
             stored = None
             if kind != ScoreKind.CHAMPION:
                 stored = _on_a_writer(writers, partial(_stored, tenant, kind, None))
-            computed, write = _scored(tenant=tenant, kind=kind, now=now, entity_ids=None, history=history)
+            computed, write = _scored(
+                tenant=tenant, kind=kind, now=now, entity_ids=None, history=history, settings=settings
+            )
             if computed is None:
                 before = [future for _kind, future in writes]
                 writes.append((kind, _on_a_writer(writers, partial(_after, before, write))))
@@ -751,10 +760,11 @@ def _json_texts(values: Sequence[Any]) -> list[str]:
 
 
 def champions_refresh(
-    *, tenant: Tenant, now: datetime, account_ids: Iterable[int] | None = None, history: History | None = None
-) -> int:
+    *, tenant: Tenant, now: datetime, account_ids: Iterable[int] | None = None, history: History | None = None,
+    settings: dict[str, Any] | None = None,
+) -> int:  # fmt: skip
     """Whom to call inside an account: share of the account's key activity (30 days), role weight, health."""
-    settings = working_settings(tenant=tenant)
+    settings = working_settings(tenant=tenant) if settings is None else settings
     full = account_ids is None
     wanted = None if full else sorted(set(account_ids or ()))
     if history is None:
@@ -873,8 +883,9 @@ def rescore_changed(tenant: Tenant, entities: list[tuple[str, int]], now: dateti
     what those entities need (their rollups, properties and memberships)."""
     accounts = sorted({pk for entity_type, pk in entities if entity_type == EntityType.ACCOUNT})
     users = sorted({pk for entity_type, pk in entities if entity_type == EntityType.USER})
+    settings = working_settings(tenant=tenant)  # once a round: every kind reads the same
     if users:
-        scores_refresh(tenant=tenant, kind=ScoreKind.HEALTH, now=now, entity_ids=users)
+        scores_refresh(tenant=tenant, kind=ScoreKind.HEALTH, now=now, entity_ids=users, settings=settings)
         accounts = sorted(
             set(accounts)
             | set(
@@ -888,8 +899,8 @@ def rescore_changed(tenant: Tenant, entities: list[tuple[str, int]], now: dateti
                 accounts=accounts,
             )  # fmt: skip
         for kind in (ScoreKind.CONVERSION, ScoreKind.CHURN):
-            scores_refresh(tenant=tenant, kind=kind, now=now, entity_ids=accounts, history=history)
-        champions_refresh(tenant=tenant, now=now, account_ids=accounts, history=history)
+            scores_refresh(tenant=tenant, kind=kind, now=now, entity_ids=accounts, history=history, settings=settings)
+        champions_refresh(tenant=tenant, now=now, account_ids=accounts, history=history, settings=settings)
 
 
 def scores_refresh_all(*, tenant: Tenant, now: datetime) -> dict[str, int]:

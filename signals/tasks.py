@@ -9,7 +9,11 @@ from celery import shared_task
 from signals.processing import dirty_entities_drain, tenants_with_dirty_entities
 from signals.services import processing_hint, processing_hint_taken
 
-PROCESSING_RECHECK_SECONDS = 0.5
+# A run that finds the tenant held looks again this much later. Under a steady stream of writes that look is what
+# follows each drain: the waiting look keeps writes from queueing another task, and the run's own successor with
+# it, so the tenant's marks wait up to this long after every drain. 0.5 s of it was a third of the event -> Slack
+# p95; a look costs a few milliseconds of a worker process (docs/benchmarks.md).
+PROCESSING_RECHECK_SECONDS = 0.2
 # A run drains for about this long, then queues its successor and returns: under a steady stream of writes the
 # marks never run out, and a process that drained without end would leave evaluations and actions queued behind
 # it (seconds of event -> Slack latency, docs/benchmarks.md).

@@ -604,8 +604,8 @@ def test_a_run_that_loses_the_tenant_between_rounds_stops_and_looks_again_shortl
     tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two worker processes never both drain one tenant: the second would alternate rounds with the first and
-    leave evaluations and actions queued behind both. Whoever holds it (another run, an ingestion merge), a look
-    0.5 s later makes sure the marks are not left waiting for the minutely sweep."""
+    leave evaluations and actions queued behind both. Whoever holds it (another run, an ingestion merge), a look a
+    moment later (PROCESSING_RECHECK_SECONDS) makes sure the marks are not left waiting for the minutely sweep."""
     journy = Journy(tenant_a)
     for n in range(3):
         journy.track({"user": {"userId": f"u{n}"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
