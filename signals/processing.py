@@ -114,9 +114,12 @@ class Drained:
 _claim_after: dict[int, int] = {}
 
 
-def dirty_entities_drain(*, tenant_id: int, wait: bool = True, seconds: float | None = None) -> Drained:
+def dirty_entities_drain(
+    *, tenant_id: int, wait: bool = True, seconds: float | None = None, on_hold: Callable[[], None] | None = None
+) -> Drained:
     """`dirty_entities_process`, told why it stopped. `seconds` bounds a run (checked between rounds), so that a
-    worker draining a busy tenant gives its process back to queued evaluations and actions now and then."""
+    worker draining a busy tenant gives its process back to queued evaluations and actions now and then.
+    `on_hold`: called once, when the run first holds the tenant."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None or not PROCESSORS:
         return Drained()
@@ -131,6 +134,8 @@ def dirty_entities_drain(*, tenant_id: int, wait: bool = True, seconds: float | 
                 tenant_processing_lock(tenant)
             elif not tenant_processing_lock_try(tenant):
                 return Drained(cleared, busy=True)
+            if first and on_hold is not None:
+                on_hold()
             first = False
             marks = _marks_claim(tenant)
             if not marks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -143,13 +144,16 @@ def _hint_processing(tenant_id: int) -> None:
     processing_hint(tenant_id)
 
 
-def processing_hint(tenant_id: int, *, delay: float = 0.0) -> None:
+def processing_hint(tenant_id: int, *, delay: float = 0.0, even_if_queued: bool = False) -> None:
     """Best effort: the marks are in the database; the beat sweep recovers a hint that cannot be sent.
 
     At most one processing task per tenant waits in the queue: a write while one waits is left to it (it claims
     the marks when it starts, after this commit). The task clears the flag as it starts, so a write during a run
     queues the next one at once. (This replaced a per-process one-hint-a-second throttle whose delays, up to a
-    second, and piled-up hints under load were most of the event -> action latency; docs/benchmarks.md.)"""
+    second, and piled-up hints under load were most of the event -> action latency; docs/benchmarks.md.)
+
+    `even_if_queued`: a run handing over to its successor, which the flag must not stop: it may have been set by a
+    task that left its marks to the run (`processing_hand_over_to_run`), with no task queued."""
     from signals.tasks import dirty_entities_process_task
 
     global _hints_paused_until
@@ -157,7 +161,7 @@ def processing_hint(tenant_id: int, *, delay: float = 0.0) -> None:
         return  # Redis failed moments ago: the next hint after the pause (or the sweep) covers these marks
     flag = f"{HINT_PENDING_PREFIX}{tenant_id}"
     try:
-        if not redis_for(settings.REDIS_URL).set(flag, "1", nx=True, ex=HINT_PENDING_SECONDS):
+        if not redis_for(settings.REDIS_URL).set(flag, "1", nx=not even_if_queued, ex=HINT_PENDING_SECONDS):
             return  # a queued task will see these marks
     except Exception as exc:  # Redis is the broker too: no hint can be sent now
         _hints_paused_until = time.monotonic() + HINT_PAUSE_AFTER_FAILURE_SECONDS
@@ -172,6 +176,55 @@ def processing_hint(tenant_id: int, *, delay: float = 0.0) -> None:
         _hints_paused_until = time.monotonic() + HINT_PAUSE_AFTER_FAILURE_SECONDS
         logger.warning("processing hint not sent; the sweep will pick the marks up", extra={"error": str(exc)})
         processing_hint_taken(tenant_id)  # nothing waits: let the next write try again
+
+
+DRAINING_PREFIX = "plg:processing:draining:"  # + tenant id: a run's token while it holds the tenant's marks
+DRAINING_SECONDS = 30  # a run that died leaves it at most this long (its lock went with its connection)
+
+
+def processing_draining_start(tenant_id: int) -> str | None:
+    """A run holds the tenant: tasks that find it held leave the hand-over to it (ADR 0025). Its token, or None
+    when Redis failed (tasks then look again later, as for any other holder)."""
+    token = uuid.uuid4().hex
+    try:
+        redis_for(settings.REDIS_URL).set(f"{DRAINING_PREFIX}{tenant_id}", token, ex=DRAINING_SECONDS)
+    except Exception as exc:
+        logger.warning("processing run not announced", extra={"error": str(exc)})
+        return None
+    return token
+
+
+def processing_draining_end(tenant_id: int, token: str | None) -> bool:
+    """The run's end: True when a write hinted during the run (the flag is set) — its marks may have come after the
+    run's last claim, so the run queues a successor. The announcement goes first: a task that finds the tenant held
+    after this looks again later, and one that found it announced before this has set the flag by now or sees
+    the announcement gone (`processing_hand_over_to_run`)."""
+    client = redis_for(settings.REDIS_URL)
+    key = f"{DRAINING_PREFIX}{tenant_id}"
+    try:
+        if token is not None and client.get(key) == token.encode():
+            client.delete(key)  # another run's token (one took the tenant between rounds) stays
+        return bool(client.exists(f"{HINT_PENDING_PREFIX}{tenant_id}"))
+    except Exception as exc:
+        logger.warning("processing run end not recorded", extra={"error": str(exc)})
+        return True  # a successor too many costs a task; one too few leaves marks to the sweep
+
+
+def processing_hand_over_to_run(tenant_id: int) -> bool:
+    """A task found the tenant held. If a run holds it, leave the marks to that run and return True: the flag is
+    set again without a task, so that the run queues its successor when it ends and writes meanwhile queue none.
+    The announcement is checked again after the flag is set: if the run ended in between, it may not have seen
+    the flag, and the caller looks again later itself (False)."""
+    client = redis_for(settings.REDIS_URL)
+    key = f"{DRAINING_PREFIX}{tenant_id}"
+    try:
+        if not client.exists(key):
+            return False
+        client.set(f"{HINT_PENDING_PREFIX}{tenant_id}", "1", ex=HINT_PENDING_SECONDS)
+        return bool(client.exists(key))
+    except Exception as exc:
+        logger.warning("processing hand-over not recorded", extra={"error": str(exc)})
+        return False
 
 
 def processing_hint_taken(tenant_id: int) -> None:

@@ -12,6 +12,7 @@ import random
 import struct
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -26,6 +27,7 @@ from accounts.services import DirtyMarks, entities_mark_dirty
 from plgapp import rls
 from plgapp.models import Tenant
 from signals import processing
+from signals import services as signals_services
 from signals import tasks as signals_tasks
 from signals.models import AccountSeries, DailyRollup, Event, EventName, PairActivity
 from signals.processing import dirty_entities_process
@@ -582,6 +584,13 @@ def test_ingestion_never_waits_for_a_round_and_what_it_marks_meanwhile_is_proces
     assert not DirtyEntity.objects.for_tenant(tenant_a.tenant).exists()
 
 
+def _recorded(hints: list[tuple[int, float, bool]]) -> Callable[..., None]:
+    def hint(tenant_id: int, *, delay: float = 0.0, even_if_queued: bool = False) -> None:
+        hints.append((tenant_id, delay, even_if_queued))
+
+    return hint
+
+
 def test_a_run_gives_the_worker_back_after_its_time_and_queues_its_successor(
     tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -590,12 +599,13 @@ def test_a_run_gives_the_worker_back_after_its_time_and_queues_its_successor(
         journy.track({"user": {"userId": f"u{n}"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
     monkeypatch.setattr(processing, "CLAIM_BATCH", 1)
     monkeypatch.setattr(signals_tasks, "DRAIN_SECONDS", 0.0)
-    hints: list[tuple[int, float]] = []
-    monkeypatch.setattr(signals_tasks, "processing_hint", lambda tenant_id, delay=0.0: hints.append((tenant_id, delay)))
+    hints: list[tuple[int, float, bool]] = []
+    monkeypatch.setattr(signals_tasks, "processing_hint", _recorded(hints))
 
     assert dirty_entities_process_task(tenant_a.tenant.pk) == 1  # one round, then the time is up
 
-    assert hints == [(tenant_a.tenant.pk, 0.0)]  # the rest goes to a new run at the back of the queue
+    # The rest goes to a new run at the back of the queue, whatever the flag says (a task may have set it and gone).
+    assert hints == [(tenant_a.tenant.pk, 0.0, True)]
     assert DirtyEntity.objects.for_tenant(tenant_a.tenant).count() == 2
     assert processing.dirty_entities_drain(tenant_id=tenant_a.tenant.pk, seconds=60) == processing.Drained(2)
 
@@ -612,13 +622,72 @@ def test_a_run_that_loses_the_tenant_between_rounds_stops_and_looks_again_shortl
     monkeypatch.setattr(processing, "CLAIM_BATCH", 1)
     answers = iter([True, False])  # free for the first round, then another run holds it
     monkeypatch.setattr(processing, "tenant_processing_lock_try", lambda tenant: next(answers))
-    hints: list[tuple[int, float]] = []
-    monkeypatch.setattr(signals_tasks, "processing_hint", lambda tenant_id, delay=0.0: hints.append((tenant_id, delay)))
+    hints: list[tuple[int, float, bool]] = []
+    monkeypatch.setattr(signals_tasks, "processing_hint", _recorded(hints))
 
     assert dirty_entities_process_task(tenant_a.tenant.pk) == 1
 
-    assert hints == [(tenant_a.tenant.pk, signals_tasks.PROCESSING_RECHECK_SECONDS)]
+    assert hints == [(tenant_a.tenant.pk, signals_tasks.PROCESSING_RECHECK_SECONDS, False)]
     assert DirtyEntity.objects.for_tenant(tenant_a.tenant).count() == 2
+
+
+def test_a_task_that_finds_a_run_holding_the_tenant_leaves_the_hand_over_to_it(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No look later (ADR 0025): the flag is set again without a task, so writes meanwhile queue none and the run,
+    when it ends, sees that marks came while it ran and queues its successor at once."""
+    tenant_id = tenant_a.tenant.pk
+    signals_services.processing_hint_taken(tenant_id)
+    token = signals_services.processing_draining_start(tenant_id)  # a run holds the tenant
+    monkeypatch.setattr(processing, "tenant_processing_lock_try", lambda tenant: False)
+    hints: list[tuple[int, float, bool]] = []
+    monkeypatch.setattr(signals_tasks, "processing_hint", _recorded(hints))
+    DirtyEntity.objects.for_tenant(tenant_a.tenant).create(entity_type="user", entity_id=1, marked_at=timezone.now())
+
+    assert dirty_entities_process_task(tenant_id) == 0
+
+    assert hints == []
+    assert signals_services.processing_draining_end(tenant_id, token) is True  # the run queues its successor
+    signals_services.processing_hint_taken(tenant_id)
+
+
+def test_a_task_that_finds_the_run_just_ended_looks_again_itself(tenant_a: TenantWorld) -> None:
+    """The run checks the flag after withdrawing its announcement; a task checks the announcement after setting the
+    flag. Whichever comes second sees the other, so marks are never left to a run that already ended."""
+    tenant_id = tenant_a.tenant.pk
+    signals_services.processing_hint_taken(tenant_id)
+    token = signals_services.processing_draining_start(tenant_id)
+    assert signals_services.processing_draining_end(tenant_id, token) is False  # no write came while it ran
+
+    assert signals_services.processing_hand_over_to_run(tenant_id) is False  # nobody to hand over to
+
+    other = signals_services.processing_draining_start(tenant_id)  # a run that took the tenant between rounds
+    assert signals_services.processing_draining_end(tenant_id, token) is False
+    assert signals_services.processing_hand_over_to_run(tenant_id) is True  # the other run's announcement stayed
+    assert signals_services.processing_draining_end(tenant_id, other) is True
+    signals_services.processing_hint_taken(tenant_id)
+
+
+def test_a_run_that_found_no_marks_left_queues_a_successor_if_a_write_came_meanwhile(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = tenant_a.tenant.pk
+    hints: list[tuple[int, float, bool]] = []
+    monkeypatch.setattr(signals_tasks, "processing_hint", _recorded(hints))
+    DirtyEntity.objects.for_tenant(tenant_a.tenant).create(entity_type="user", entity_id=1, marked_at=timezone.now())
+
+    def a_write_meanwhile(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
+        signals_services.processing_hand_over_to_run(tenant_id)  # a write's task found this run holding the tenant
+
+    monkeypatch.setattr(processing, "PROCESSORS", [a_write_meanwhile])
+
+    assert dirty_entities_process_task(tenant_id) == 1
+    assert hints == [(tenant_id, 0.0, True)]
+
+    hints.clear()
+    signals_services.processing_hint_taken(tenant_id)
+    assert dirty_entities_process_task(tenant_id) == 0  # no marks, no write: nothing more
+    assert hints == []
 
 
 def test_marks_renewed_round_after_round_do_not_starve_the_others(
