@@ -199,9 +199,9 @@ def processing_draining_end(tenant_id: int, token: str | None) -> bool:
     run's last claim, so the run queues a successor. The announcement goes first: a task that finds the tenant held
     after this looks again later, and one that found it announced before this has set the flag by now or sees
     the announcement gone (`processing_hand_over_to_run`)."""
-    client = redis_for(settings.REDIS_URL)
     key = f"{DRAINING_PREFIX}{tenant_id}"
     try:
+        client = redis_for(settings.REDIS_URL)
         if token is not None and client.get(key) == token.encode():
             client.delete(key)  # another run's token (one took the tenant between rounds) stays
         return bool(client.exists(f"{HINT_PENDING_PREFIX}{tenant_id}"))
@@ -214,14 +214,17 @@ def processing_hand_over_to_run(tenant_id: int) -> bool:
     """A task found the tenant held. If a run holds it, leave the marks to that run and return True: the flag is
     set again without a task, so that the run queues its successor when it ends and writes meanwhile queue none.
     The announcement is checked again after the flag is set: if the run ended in between, it may not have seen
-    the flag, and the caller looks again later itself (False)."""
-    client = redis_for(settings.REDIS_URL)
-    key = f"{DRAINING_PREFIX}{tenant_id}"
+    the flag, which is cleared again so that the caller's look (False) is queued, not taken for one waiting."""
+    key, flag = f"{DRAINING_PREFIX}{tenant_id}", f"{HINT_PENDING_PREFIX}{tenant_id}"
     try:
+        client = redis_for(settings.REDIS_URL)
         if not client.exists(key):
             return False
-        client.set(f"{HINT_PENDING_PREFIX}{tenant_id}", "1", ex=HINT_PENDING_SECONDS)
-        return bool(client.exists(key))
+        client.set(flag, "1", ex=HINT_PENDING_SECONDS)
+        if client.exists(key):
+            return True
+        client.delete(flag)
+        return False
     except Exception as exc:
         logger.warning("processing hand-over not recorded", extra={"error": str(exc)})
         return False

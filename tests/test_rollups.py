@@ -18,6 +18,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
@@ -665,6 +666,46 @@ def test_a_task_that_finds_the_run_just_ended_looks_again_itself(tenant_a: Tenan
     assert signals_services.processing_draining_end(tenant_id, token) is False
     assert signals_services.processing_hand_over_to_run(tenant_id) is True  # the other run's announcement stayed
     assert signals_services.processing_draining_end(tenant_id, other) is True
+    signals_services.processing_hint_taken(tenant_id)
+
+
+def test_a_task_that_sees_the_run_end_while_handing_over_still_gets_its_look_queued(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run withdrew its announcement between the task's two checks (and may not have seen the flag): the task
+    clears the flag it set, so its look is queued rather than taken for a task that waits."""
+    tenant_id = tenant_a.tenant.pk
+    signals_services.processing_hint_taken(tenant_id)
+    token = signals_services.processing_draining_start(tenant_id)
+    real = signals_services.redis_for(settings.REDIS_URL)
+
+    class RunEndsBetweenTheChecks:
+        def __init__(self) -> None:
+            self.checks = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def exists(self, key: str) -> int:
+            self.checks += 1
+            if self.checks == 2:
+                signals_services.processing_draining_end(tenant_id, token)  # the run ends, before the flag is seen
+            return int(real.exists(key))
+
+    monkeypatch.setattr(signals_services, "redis_for", lambda url: RunEndsBetweenTheChecks())
+    assert signals_services.processing_hand_over_to_run(tenant_id) is False
+    monkeypatch.undo()
+    monkeypatch.setattr(signals_services, "_hints_paused_until", 0.0)  # an earlier test's Redis outage is over
+    queued: list[tuple[tuple[int, ...], float | None]] = []
+    monkeypatch.setattr(
+        signals_tasks.dirty_entities_process_task,
+        "apply_async",
+        lambda args, retry=True, countdown=None: queued.append((args, countdown)),
+    )
+
+    signals_services.processing_hint(tenant_id, delay=signals_tasks.PROCESSING_RECHECK_SECONDS)
+
+    assert queued == [((tenant_id,), signals_tasks.PROCESSING_RECHECK_SECONDS)]
     signals_services.processing_hint_taken(tenant_id)
 
 
