@@ -12,6 +12,7 @@ import re
 import uuid
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
@@ -286,9 +287,11 @@ class TenantManager[M: models.Model](models.Manager[M]):
         *,
         conflict: Sequence[str] = (),
         update: Sequence[str] = (),
+        also: AlsoInto | None = None,
     ) -> None:
         """`copy` of rows already in COPY's text format (`copy_text` values joined by tabs, no newline): for a
-        caller that knows which of its values can need escaping, writing many rows."""
+        caller that knows which of its values can need escaping, writing many rows. `also`: some of the rows as
+        written (inserted or updated) go on into another table, in the same statement."""
         prefix = f"{_tenant_id(tenant)}\t"
         text = "".join(prefix + line + "\n" for line in lines)
         if not text:
@@ -310,10 +313,30 @@ class TenantManager[M: models.Model](models.Manager[M]):
                 f"SELECT {column_list} FROM {table} WITH NO DATA; COPY {staging} ({column_list}) FROM STDIN",
                 io.StringIO(text),
             )
+            moved = f"WITH moved AS (DELETE FROM {staging} RETURNING {column_list})"  # noqa: S608 - model columns
+            insert = f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved{upsert}"  # noqa: S608
+            if also is None:
+                cursor.execute(f"{moved} {insert}")
+                return
+            # Data-modifying statements nest only at the top: the written rows are a second WITH of the same list.
+            also_columns = ", ".join(["tenant_id", *also.columns])
             cursor.execute(
-                f"WITH moved AS (DELETE FROM {staging} RETURNING {column_list}) "  # noqa: S608 - model columns
-                f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM moved{upsert}"
+                f"{moved}, written AS ({insert} RETURNING {also_columns}) "  # noqa: S608 - model columns
+                f"INSERT INTO {also.table} ({also_columns}) SELECT {also_columns} FROM written "
+                f"WHERE {also.key} = ANY(%s::bigint[])",
+                ["{" + ",".join(map(str, also.keys)) + "}"],
             )
+
+
+@dataclass(frozen=True)
+class AlsoInto:
+    """For `copy_lines`: the rows just written whose `key` column holds one of `keys` are copied on into `table`
+    (another table of tenant data), their `columns` (named alike in both tables) and tenant."""
+
+    table: str
+    columns: Sequence[str]
+    key: str
+    keys: Sequence[int]
 
 
 _COPY_HEADER = 19  # binary COPY: signature (11 bytes), flags and header extension length (4 + 4)

@@ -28,7 +28,7 @@ from django.db.models import Max
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from accounts.models import Account, EndUser, EntityType, Membership
-from plgapp.models import Tenant, copy_text
+from plgapp.models import AlsoInto, Tenant, copy_text
 from scoring import config as scoring_config
 from scoring.datasets import eligible, features, horizon_days, midnight, training_set
 from scoring.learn import NotEnoughLabels, Trained, grades, percentiles, train
@@ -40,6 +40,7 @@ from scoring.models import (
     ModelVersion,
     Score,
     ScoredEntity,
+    ScoreHistory,
     ScoreKind,
     ScoringSettings,
 )
@@ -265,16 +266,13 @@ def _earliest(tenant: Tenant) -> datetime | None:
 # --- scoring -------------------------------------------------------------------------------------------
 
 
-Reasons = list[list[dict[str, Any]]]
-
-
 @dataclass
 class Computed:
     ids: list[int]
     values: np.ndarray
-    # The reasons of rows [start, stop), computed when asked for: a rescore's writer stores the first rows while the
-    # reasons of the next ones are computed (scores_refresh_kinds).
-    reasons: Callable[[int, int], Reasons]
+    # The reasons of rows [start, stop) as `reason_json` gives them, computed when asked for: a rescore's writer
+    # stores the first rows while the reasons of the next ones are computed (scores_refresh_kinds).
+    reasons: Callable[[int, int], list[str]]
     model_version: int | None
     rule_based: bool
     details: list[dict[str, Any]] | None = None  # account kinds: activation and PQA (scoring.qualification)
@@ -305,13 +303,13 @@ def _compute(tenant: Tenant, kind: str, history: History, settings: dict[str, An
     return Computed(ids, scores.values, _rule_reasons(scores, raw, len(ids)), None, True, details)
 
 
-def choose_reasons(weights: np.ndarray) -> list[list[int]]:
-    """`reasons.pick` for many entities at once: per row of `weights` (entities x candidates), the candidates
-    pick would keep, in its order — the 3 strongest of each direction (at least MIN_WEIGHT), strongest first,
-    or else the single strongest. Texts are rendered for these only."""
+def _chosen(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`reasons.pick` for many entities at once: per row of `weights` (entities x candidates), the candidates in
+    pick's order (a row of candidate slots) and how many of them pick keeps — the 3 strongest of each direction (at
+    least MIN_WEIGHT), strongest first, or else the single strongest. Texts are rendered for these only."""
     rows, size = weights.shape
     if not rows or not size:
-        return [[] for _row in range(rows)]
+        return np.zeros((rows, size), dtype=np.int64), np.zeros(rows, dtype=np.int64)
     positive, negative = weights >= MIN_WEIGHT, weights <= -MIN_WEIGHT
     chosen = np.zeros(weights.shape, dtype=bool)
     for allowed, key in ((positive, -weights), (negative, weights)):
@@ -326,8 +324,7 @@ def choose_reasons(weights: np.ndarray) -> list[list[int]]:
     by_sign = np.argsort(negative, axis=1, kind="stable")
     strength = np.take_along_axis(np.where(chosen, -np.abs(weights), np.inf), by_sign, axis=1)
     order = np.take_along_axis(by_sign, np.argsort(strength, axis=1, kind="stable"), axis=1)
-    counts = chosen.sum(axis=1).tolist()
-    return [row[:count] for row, count in zip(order.tolist(), counts, strict=True)]
+    return order, chosen.sum(axis=1)
 
 
 def _round3(values: np.ndarray) -> list[list[float]]:
@@ -341,78 +338,113 @@ def _round3(values: np.ndarray) -> list[list[float]]:
     return result
 
 
-def _reason_rows(
-    chosen: list[list[int]], names: Sequence[str], weights: np.ndarray, text: Callable[[int, int], str], first: int = 0
-) -> Reasons:
-    """pick's output for each row: {feature, text, direction, weight} of the chosen candidates; `weights` and
-    `chosen` are of rows `first`, `first` + 1 … of what `text` renders."""
-    rounded = _round3(weights) if weights.size else [[] for _row in chosen]
-    positive = (weights >= 0).tolist()
-    return [
-        [{"feature": names[slot], "text": text(first + row, slot), "direction": "+" if positive[row][slot] else "-",
-          "weight": rounded[row][slot]} for slot in slots]
-        for row, slots in enumerate(chosen)
-    ]  # fmt: skip
+def copy_json(value: Any) -> str:
+    """`value` as JSON text, escaped for COPY's text format: JSON holds no raw tab or newline, so a backslash is the
+    only character COPY needs escaped."""
+    text = orjson.dumps(value).decode()
+    return text.replace("\\", "\\\\") if "\\" in text else text
 
 
-def _renderer(
-    names: Sequence[str], columns: Sequence[Sequence[Any]], describes: Sequence[dict[str, Any]],
-    medians: Sequence[float | None], peers: str, categorical: Sequence[bool],
-) -> Callable[[int, int], str]:  # fmt: skip
-    """text(row, slot): `render` for one candidate, remembered per (candidate, value) — values repeat a lot."""
-    cache: dict[tuple[int, Any], str] = {}
+# The JSON texts of a candidate's reason for some rows (absolute row numbers), escaped for COPY.
+Fragments = Callable[[np.ndarray, int], list[str]]
 
-    def text(row: int, slot: int) -> str:
-        value = columns[slot][row]
-        key = (slot, value)
-        found = cache.get(key)
+
+def reason_json(weights: np.ndarray, names: Sequence[str], fragments: Fragments, first: int = 0) -> list[str]:
+    """Per row of `weights` (rows `first`, `first` + 1 … of what `fragments` renders), the JSON text, escaped for
+    COPY, of what `reasons.pick` keeps: [{feature, text, direction, weight}, …]. Byte for byte what orjson makes of
+    pick's dicts, assembled from pieces: texts come once per candidate and value, weights in one encoding."""
+    order, counts = _chosen(weights)
+    kept = np.arange(weights.shape[1]) < counts[:, None]
+    pair_row = np.nonzero(kept)[0]  # row by row, each row's candidates in pick's order
+    pair_slot = order[kept]
+    pair_weight = weights[pair_row, pair_slot]
+    texts = np.empty(len(pair_slot), dtype=object)
+    for slot in np.unique(pair_slot).tolist():
+        pairs = np.flatnonzero(pair_slot == slot)
+        texts[pairs] = fragments(pair_row[pairs] + first, slot)
+    weight_texts = orjson.dumps(_round3(pair_weight.reshape(1, -1))[0]).decode()[1:-1].split(",")
+    heads = [f'{{"feature":{copy_json(name)},"text":' for name in names]
+    items = [
+        f'{heads[slot]}{text},"direction":"{"+" if positive else "-"}","weight":{weight}}}'
+        for slot, text, positive, weight in zip(
+            pair_slot.tolist(), texts.tolist(), (pair_weight >= 0).tolist(), weight_texts, strict=False
+        )
+    ]
+    ends = np.cumsum(counts).tolist()
+    return ["[" + ",".join(items[end - count : end]) + "]" for end, count in zip(ends, counts.tolist(), strict=True)]
+
+
+class _Texts:
+    """The reason texts of each candidate as `reason_json` takes them: `render` once per (candidate, value) —
+    values repeat a lot — as COPY-ready JSON. Number candidates are float arrays; categories lists of objects."""
+
+    def __init__(
+        self, names: Sequence[str], columns: Sequence[np.ndarray | Sequence[Any]], describes: Sequence[dict[str, Any]],
+        medians: Sequence[float | None], peers: str,
+    ) -> None:  # fmt: skip
+        self.names, self.columns, self.describes, self.medians, self.peers = names, columns, describes, medians, peers
+        self.cache: list[dict[Any, str]] = [{} for _name in names]
+
+    def _fragment(self, slot: int, value: Any) -> str:
+        key = value if value == value else _NAN  # NaN is not equal to itself: one key for all of them
+        found = self.cache[slot].get(key)
         if found is None:
-            if categorical[slot]:
-                describe = {**describes[slot], "value": value or "unknown"}
-                found = render(names[slot], 0.0, describe, median=medians[slot], peers=peers)
+            if isinstance(self.columns[slot], np.ndarray):
+                text = render(self.names[slot], float(value), self.describes[slot], median=self.medians[slot],
+                              peers=self.peers)  # fmt: skip
             else:
-                found = render(names[slot], float(value), describes[slot], median=medians[slot], peers=peers)
-            cache[key] = found
+                describe = {**self.describes[slot], "value": value or "unknown"}
+                text = render(self.names[slot], 0.0, describe, median=self.medians[slot], peers=self.peers)
+            found = self.cache[slot][key] = copy_json(text)
         return found
 
-    return text
+    def __call__(self, rows: np.ndarray, slot: int) -> list[str]:
+        column = self.columns[slot]
+        if isinstance(column, np.ndarray):
+            distinct, inverse = np.unique(column[rows], return_inverse=True)
+            texts = np.array([self._fragment(slot, value) for value in distinct.tolist()], dtype=object)
+            return texts[inverse.reshape(-1)].tolist()
+        return [self._fragment(slot, column[row]) for row in rows.tolist()]
 
 
-def _model_reasons(artifact: Artifact, raw: RawFeatures, x: np.ndarray, peers: str) -> Callable[[int, int], Reasons]:
-    """The reasons of rows [start, stop) of `x`: how far each of the model's most important feature groups moves
-    their scores (Trained.contributions), in words."""
+_NAN = object()
+
+
+def _model_reasons(artifact: Artifact, raw: RawFeatures, x: np.ndarray, peers: str) -> Callable[[int, int], list[str]]:
+    """The reasons of rows [start, stop) of `x` as `reason_json` gives them: how far each of the model's most
+    important feature groups moves their scores (Trained.contributions), in words."""
     spec, trained = artifact.spec, artifact.trained
     names = [trained.group_names[g] for g in trained.explained_groups()]
     missing = np.full(len(raw.ids), np.nan)
-    categorical = [name in spec.categories for name in names]
     columns = [
-        raw.categories.get(name, [None] * len(raw.ids)) if is_category else raw.numbers.get(name, missing).tolist()
-        for name, is_category in zip(names, categorical, strict=True)
+        raw.categories.get(name, [None] * len(raw.ids))
+        if name in spec.categories
+        else np.asarray(raw.numbers.get(name, missing), dtype=float)
+        for name in names
     ]
     describes = [spec.describe.get(name, {}) for name in names]
     medians = [trained.positive_medians.get(name) for name in names]
-    text = _renderer(names, columns, describes, medians, peers, categorical)
+    texts = _Texts(names, columns, describes, medians, peers)
 
-    def reasons(start: int, stop: int) -> Reasons:
+    def reasons(start: int, stop: int) -> list[str]:
         with threadpool_limits(limits=1), _phase("explain"):
             _groups, contributions = trained.contributions(x[start:stop])
         with _phase("reasons"):
-            return _reason_rows(choose_reasons(contributions), names, contributions, text, start)
+            return reason_json(contributions, names, texts, start)
 
     return reasons
 
 
-def _rule_reasons(scores: Any, raw: RawFeatures, size: int) -> Callable[[int, int], Reasons]:
+def _rule_reasons(scores: Any, raw: RawFeatures, size: int) -> Callable[[int, int], list[str]]:
     names = list(scores.features)
     medians = [float(np.nanmedian(raw.numbers[name])) if size else 0.0 for name in names]
-    columns = [np.asarray(raw.numbers[name], dtype=float).tolist() for name in names]
+    columns = [np.asarray(raw.numbers[name], dtype=float) for name in names]
     describes = [raw.describe.get(name, {}) for name in names]
-    text = _renderer(names, columns, describes, medians, "peers", [False] * len(names))
+    texts = _Texts(names, columns, describes, medians, "peers")
 
-    def reasons(start: int, stop: int) -> Reasons:
+    def reasons(start: int, stop: int) -> list[str]:
         with _phase("reasons"):
-            weights = scores.contributions[start:stop]
-            return _reason_rows(choose_reasons(weights), names, weights, text, start)
+            return reason_json(scores.contributions[start:stop], names, texts, start)
 
     return reasons
 
@@ -565,15 +597,10 @@ def _fed(feed: SimpleQueue[list[str] | object]) -> Iterator[list[str]]:
 
 
 def reason_texts(computed: Computed) -> Iterator[list[str]]:
-    """The reasons of each score as JSON, escaped for COPY, WRITE_BATCH scores at a time. JSON holds no raw tab or
-    newline: a backslash is the only character COPY needs escaped."""
+    """The reasons of each score as JSON, escaped for COPY, WRITE_BATCH scores at a time."""
     size = WRITE_BATCH
     for start in range(0, len(computed.ids), size):
-        reasons = computed.reasons(start, min(start + size, len(computed.ids)))
-        with _phase("write: encode"):
-            texts = [orjson.dumps(row).decode() for row in reasons]
-            texts = _copy_escaped(texts)
-        yield texts
+        yield computed.reasons(start, min(start + size, len(computed.ids)))
 
 
 def _on_a_writer[T](writers: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
@@ -658,6 +685,7 @@ SCORE_COLUMNS = ("kind", "entity_type", "entity_id", "value", "percentile", "gra
                  "rule_based", "computed_at", "details")  # fmt: skip
 SCORE_KEY = ("kind", "entity_type", "entity_id")
 SCORE_UPDATED = tuple(column for column in SCORE_COLUMNS if column not in SCORE_KEY)
+SCORE_HISTORY_COLUMNS = ("kind", "entity_type", "entity_id", "value", "grade", "model_version", "computed_at")
 
 
 def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now: datetime, *,
@@ -677,7 +705,6 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
         ranks = percentiles(values, values) if full else _ranks_among_stored(tenant, kind, ids, values, stored)
     grade = grades(ranks)
     details = _json_texts(computed.details if computed.details is not None else [{}] * len(ids))
-    details = _copy_escaped(details)
     before = entity_slots(ids, stored.ids)
     known = before >= 0
     if len(stored.ids):
@@ -719,39 +746,26 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
             with _phase("write: encode"):
                 lines = [f"{head}{id_list[n]}\t{value_list[n]!r}\t{rank_list[n]}\t{grade_list[n]}\t{reason}\t{tail}"
                          f"\t{details[n]}" for n, reason in enumerate(reasons, start)]  # fmt: skip
+            # Each new or moved score's history row is copied from it as written, in the same statement.
+            moved_ids = [id_list[n] for n in range(start, written) if moved_list[n]]
+            also = AlsoInto(ScoreHistory._meta.db_table, SCORE_HISTORY_COLUMNS, "entity_id", moved_ids)
             with _phase("write: upsert"):
-                Score.objects.copy_lines(tenant, SCORE_COLUMNS, lines, conflict=SCORE_KEY, update=SCORE_UPDATED)
-            with _phase("write: history"):
-                # Copied from the rows just written, inside the database. entity_type too: the unique index then
-                # finds each row (without it, the kind's value index was scanned whole: ~35 ms a kind of 100,000).
-                history = [id_list[n] for n in range(start, written) if moved_list[n]]
-                if history:
-                    Score.objects.sql(
-                        tenant,
-                        "INSERT INTO scoring_scorehistory (tenant_id, kind, entity_type, entity_id, value, grade, "
-                        "model_version, computed_at) SELECT tenant_id, kind, entity_type, entity_id, value, grade, "
-                        "model_version, computed_at FROM scoring_score WHERE tenant_id = %(tenant)s "
-                        "AND kind = %(kind)s AND entity_type = %(entity_type)s AND entity_id = ANY(%(ids)s::bigint[])",
-                        {"kind": kind, "entity_type": entity_type, "ids": _id_array(history)},
-                    )
+                Score.objects.copy_lines(tenant, SCORE_COLUMNS, lines, conflict=SCORE_KEY, update=SCORE_UPDATED,
+                                         also=also if moved_ids else None)  # fmt: skip
         if written != len(id_list):  # a bug upstream: rather no scores than some
             raise RuntimeError(f"{kind}: reasons for {written} of {len(id_list)} scores")
     return written
 
 
-def _copy_escaped(texts: list[str]) -> list[str]:
-    """JSON texts as COPY's text format wants them: JSON has no raw tab or newline, so only backslashes double."""
-    return [text.replace("\\", "\\\\") if "\\" in text else text for text in texts]
-
-
 def _json_texts(values: Sequence[Any]) -> list[str]:
-    """Each value as JSON text, encoded once per object: many accounts share one details dict (qualification)."""
+    """Each value as `copy_json` text, encoded once per object: many accounts share one details dict
+    (qualification)."""
     texts: dict[int, str] = {}
     result = []
     for value in values:
         text = texts.get(id(value))  # the objects outlive this loop, so an id stands for one object
         if text is None:
-            text = texts[id(value)] = orjson.dumps(value).decode()
+            text = texts[id(value)] = copy_json(value)
         result.append(text)
     return result
 
@@ -802,12 +816,15 @@ def champions_refresh(
     names = ["role", "share", "health"]
     texts = _champion_texts(role_names, health, activity, team_events, account_slots)
 
-    def text(row: int, slot: int) -> str:
-        return texts[slot][row]
+    encoded: dict[str, str] = {}
 
-    def reasons(start: int, stop: int) -> Reasons:
-        weights = contributions[start:stop]
-        return _reason_rows(choose_reasons(weights), names, weights, text, start)
+    def fragments(rows: np.ndarray, slot: int) -> list[str]:
+        column = texts[slot]
+        return [encoded.get(text) or encoded.setdefault(text, copy_json(text))
+                for text in (column[row] for row in rows.tolist())]  # fmt: skip
+
+    def reasons(start: int, stop: int) -> list[str]:
+        return reason_json(contributions[start:stop], names, fragments, start)
 
     computed = Computed(pks.tolist(), values, reasons, None, True)  # a transparent formula, never a model
     collected = _phases.get()

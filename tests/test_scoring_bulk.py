@@ -35,11 +35,12 @@ from scoring.datasets import features
 from scoring.generator import generate
 from scoring.learn import Blend, Trained, calibrated_from_decision, feature_groups, percentiles
 from scoring.models import Score, ScoreHistory, ScoreKind
-from scoring.reasons import pick
-from scoring.services import _reason_rows as reason_rows
+from scoring.reasons import pick, render
 from scoring.services import (
     _round3,
-    choose_reasons,
+    _Texts,
+    copy_json,
+    reason_json,
     rescore_changed,
     scores_refresh,
     scores_refresh_all,
@@ -57,19 +58,51 @@ KEY_EVENTS = ["report_created", "alert_created"]
 # --- reasons for many entities at once ---------------------------------------------------------------------
 
 
-def test_reasons_picked_in_bulk_are_those_pick_picks_one_entity_at_a_time() -> None:
+def test_reasons_in_bulk_are_the_json_of_what_pick_picks_one_entity_at_a_time() -> None:
+    """Byte for byte: orjson's text of pick's dicts, escaped for COPY (texts with quotes, backslashes, non-ASCII)."""
     rng = np.random.default_rng(7)
     for _case in range(200):
         rows, size = int(rng.integers(0, 40)), int(rng.integers(0, 9))
         weights = rng.normal(0.0, 0.02, (rows, size))
-        # ties, zeros and values on the thresholds, where the order rules show
-        for value, share in ((0.0, 0.2), (0.01, 0.15), (-0.01, 0.1), (0.005, 0.05), (-0.005, 0.05), (0.0005, 0.05)):
+        # ties, zeros and values on the thresholds, where the order rules show; big and tiny weights
+        for value, share in ((0.0, 0.2), (0.01, 0.15), (-0.01, 0.1), (0.005, 0.05), (-0.005, 0.05), (0.0005, 0.05),
+                             (-0.0004, 0.05), (1234.5675, 0.02), (1e17, 0.01)):  # fmt: skip
             weights[rng.random((rows, size)) < share] = value
-        names = [f"feature_{n}" for n in range(size)]
-        bulk = reason_rows(choose_reasons(weights), names, weights, lambda row, slot: f"text {row}/{slot}")
+        names = [f'feature "{n}" \\ é' for n in range(size)]
+        first = int(rng.integers(0, 100))
+
+        def text(row: int, slot: int) -> str:
+            return f'text {row}/{slot} "quoted" \\path\tend ü'
+
+        def fragments(absolute: np.ndarray, slot: int) -> list[str]:
+            return [copy_json(text(row, slot)) for row in absolute.tolist()]
+
+        bulk = reason_json(weights, names, fragments, first)
+        assert len(bulk) == rows
         for row in range(rows):
-            one = pick([(names[slot], float(weights[row, slot]), f"text {row}/{slot}") for slot in range(size)])
-            assert bulk[row] == one, (weights[row], bulk[row], one)
+            one = pick([(names[slot], float(weights[row, slot]), text(first + row, slot)) for slot in range(size)])
+            assert bulk[row] == copy_json(one), (weights[row], bulk[row], one)
+
+
+def test_reason_texts_are_rendered_once_per_candidate_and_value_as_render_renders_them() -> None:
+    numbers = np.array([3.0, np.nan, 3.0, -0.0, 0.0, 12.5, np.nan, 7.0])
+    categories = ["Admin", None, "Admin", "Owner", None, "x\\y", "Owner", "Admin"]
+    describes: list[dict[str, Any]] = [{"kind": "count", "event": "report_created", "window": 30},
+                 {"kind": "property_text", "property": "plan"}]  # fmt: skip
+    names = ["count:report_created:30", "plan"]
+    texts = _Texts(names, [numbers, categories], describes, [4.0, None], "converted trials")
+    rows = np.array([7, 0, 1, 6, 3, 4, 5, 2])
+    assert texts(rows, 0) == [
+        copy_json(render("count:report_created:30", float(numbers[row]), describes[0], median=4.0,
+                         peers="converted trials"))
+        for row in rows.tolist()
+    ]  # fmt: skip
+    assert texts(rows, 1) == [
+        copy_json(render("plan", 0.0, {**describes[1], "value": categories[row] or "unknown"}, median=None,
+                         peers="converted trials"))
+        for row in rows.tolist()
+    ]  # fmt: skip
+    assert len(texts.cache[0]) == 5  # 3, 7, 12.5, zero (either sign) and unknown (every NaN)
 
 
 def test_weights_are_rounded_as_python_rounds_them_also_next_to_ties() -> None:
@@ -308,3 +341,7 @@ def test_history_rows_follow_new_moved_and_new_day_scores_and_stale_scores_are_d
     assert not Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION, entity_id=converted).exists()
     assert moved == written - 1
     assert history.count() == written + moved  # a new day: a row for every score
+    # each copied from its score as written (in the upsert's own statement)
+    fields = ("entity_type", "entity_id", "value", "grade", "model_version", "computed_at")
+    stored = set(Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION).values_list(*fields))
+    assert set(history.filter(computed_at=now + timedelta(days=1)).values_list(*fields)) == stored
