@@ -75,6 +75,15 @@ def test_bodies_see_every_tenant(test_session_sees_every_tenant: None, django_db
         rls.swap(rls.ALL_TENANTS)
 
 
+@pytest.fixture(autouse=True)
+def no_hint_pause_left_by_an_earlier_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that made a processing hint fail (Redis away) pauses this process's hints for a few seconds
+    (signals.services); the next test, ingesting within them, would send none and wait for marks nobody processes."""
+    from signals import services as signals_services
+
+    monkeypatch.setattr(signals_services, "_hints_paused_until", 0.0)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def short_lived_connections() -> None:
     # Live-server threads must not keep connections open past a test, or the test database cannot

@@ -26,7 +26,6 @@ from accounts.models import (
     StageChange,
 )
 from signals import ratelimit
-from signals import services as ingest_services
 from signals.models import Event
 from signals.tasks import dirty_entities_process_task
 from tests.conftest import TenantWorld
@@ -71,8 +70,7 @@ class Journy:
 
 
 @pytest.fixture
-def journy(tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch) -> Journy:
-    monkeypatch.setattr(ingest_services, "_hints_paused_until", 0.0)
+def journy(tenant_a: TenantWorld) -> Journy:
     return Journy(tenant_a)
 
 

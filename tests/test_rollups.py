@@ -695,7 +695,6 @@ def test_a_task_that_sees_the_run_end_while_handing_over_still_gets_its_look_que
     monkeypatch.setattr(signals_services, "redis_for", lambda url: RunEndsBetweenTheChecks())
     assert signals_services.processing_hand_over_to_run(tenant_id) is False
     monkeypatch.undo()
-    monkeypatch.setattr(signals_services, "_hints_paused_until", 0.0)  # an earlier test's Redis outage is over
     queued: list[tuple[tuple[int, ...], float | None]] = []
     monkeypatch.setattr(
         signals_tasks.dirty_entities_process_task,
