@@ -285,6 +285,32 @@ def test_gathering_a_few_rows_converts_them_alone_with_the_same_values_as_the_wh
     assert kind == "value" or kind in changes._columns
 
 
+def test_columns_are_converted_value_by_value_as_the_rules_say() -> None:
+    """The vectorised conversions against the per-value rules: numbers are ints, floats and booleans; strict
+    numbers not booleans; booleans only booleans; texts only strings; present anything but None."""
+    from signals.features import _converted
+
+    samples = [None, 3, -7, 2.5, float("nan"), float("inf"), True, False, "text", "", "3", ["a"], {"b": 1}, 10**18, 0]
+    values = np.empty(len(samples), dtype=object)
+    values[:] = samples
+
+    def rule(kind: str, v: object) -> object:
+        number = isinstance(v, int | float)
+        return {
+            "present": v is not None,
+            "number": float(v) if number else math.nan,  # type: ignore[arg-type]
+            "strict_number": float(v) if number and not isinstance(v, bool) else math.nan,  # type: ignore[arg-type]
+            "boolean": float(v) if isinstance(v, bool) else math.nan,
+            "text": v if isinstance(v, str) else None,
+        }[kind]
+
+    for kind in ("present", "number", "strict_number", "boolean", "text"):
+        got = _converted(values, kind)
+        assert [repr(v) for v in got.tolist()] == [repr(rule(kind, v)) for v in samples], kind
+        assert got.dtype == {"present": bool, "text": object}.get(kind, float)
+    assert _converted(values[:0], "text").shape == (0,)
+
+
 def test_a_history_without_changes_gathers_missing_values() -> None:
     from signals.features import KeyChanges
 
