@@ -161,8 +161,9 @@ class KeyChanges:
 
     def column(self, kind: str) -> np.ndarray:
         """The values as `kind`: "value" (as written), "present" (not deleted), "number" (ints, floats and
-        booleans), "strict_number" (not booleans), "boolean", "text" (or None), "epoch" (ISO datetime texts
-        as seconds since the epoch). Converted once, then kept."""
+        booleans), "strict_number" (not booleans), "boolean", "text" (or None), "role" (texts trimmed and in
+        lower case, None when blank), "epoch" (ISO datetime texts as seconds since the epoch). Converted once,
+        then kept."""
         if kind == "value":
             return self.values
         if kind not in self._columns:
@@ -189,7 +190,8 @@ class KeyChanges:
         return result
 
 
-_MISSING: dict[str, Any] = {"present": False, "text": None, "value": None}  # gather's value for no row (else NaN)
+# gather's value for no row (else NaN)
+_MISSING: dict[str, Any] = {"present": False, "text": None, "role": None, "value": None}
 
 
 def _converted(values: np.ndarray, kind: str) -> np.ndarray:
@@ -207,10 +209,15 @@ def _converted(values: np.ndarray, kind: str) -> np.ndarray:
             chosen |= np.asarray(types == kind_of_value, dtype=bool)  # one comparison per value, in numpy's loop
         return chosen
 
-    if kind == "text":
+    if kind in ("text", "role"):
         text = np.full(len(values), None, dtype=object)
         strings = of_type(str)
-        text[strings] = values[strings]
+        if kind == "text":
+            text[strings] = values[strings]
+        else:  # each distinct text once: a membership's role trimmed and in lower case, None when blank
+            written = values[strings].tolist()
+            role_of = {value: value.strip().lower() or None for value in set(written)}
+            text[strings] = [role_of[value] for value in written]
         return text
     if kind == "number":
         chosen = of_type(float, int, bool)
@@ -1063,22 +1070,12 @@ def _days_before(value: Any, at: datetime) -> float:
     return (at - parsed).total_seconds() / 86400
 
 
-def _role(properties: dict[str, Any]) -> str | None:
-    role = properties.get("role")
-    return role.strip().lower() if isinstance(role, str) and role.strip() else None
-
-
 def _roles(history: History, memberships: np.ndarray, at: datetime) -> np.ndarray:
     """The role of each membership as of `at`, normalised as `_role` does (objects; None = no role)."""
-    values = property_column(history, EntityType.MEMBERSHIP, "role", memberships, at)
-    normalised: dict[Any, str | None] = {}
-    result = np.empty(len(values), dtype=object)
-    for n, value in enumerate(values.tolist()):
-        key = value if isinstance(value, str) or value is None else repr(value)
-        if key not in normalised:
-            normalised[key] = _role({"role": value})
-        result[n] = normalised[key]
-    return result
+    changes = history.properties.get(EntityType.MEMBERSHIP, {}).get("role")
+    if changes is not None:
+        changes.column("role")  # every row's once, kept: each kind scored over this history reads them
+    return property_column(history, EntityType.MEMBERSHIP, "role", memberships, at, "role")
 
 
 def members_as_of(history: History, at: datetime) -> dict[int, list[tuple[int, int]]]:

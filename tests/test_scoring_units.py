@@ -259,7 +259,7 @@ def test_entity_slots_finds_each_entity_in_ids_and_minus_one_for_the_rest(spread
     assert entity_slots(entities, ids[:0]).tolist() == [-1] * len(entities)
 
 
-@pytest.mark.parametrize("kind", ["present", "number", "strict_number", "boolean", "text", "epoch", "value"])
+@pytest.mark.parametrize("kind", ["present", "number", "strict_number", "boolean", "text", "role", "epoch", "value"])
 def test_gathering_a_few_rows_converts_them_alone_with_the_same_values_as_the_whole_column(kind: str) -> None:
     """Scoring gathers each entity's latest row of a long history: those rows are converted alone (the whole
     column only once gathering has converted as many rows as it holds), and give exactly the column's values."""
@@ -290,7 +290,8 @@ def test_columns_are_converted_value_by_value_as_the_rules_say() -> None:
     numbers not booleans; booleans only booleans; texts only strings; present anything but None."""
     from signals.features import _converted
 
-    samples = [None, 3, -7, 2.5, float("nan"), float("inf"), True, False, "text", "", "3", ["a"], {"b": 1}, 10**18, 0]
+    samples = [None, 3, -7, 2.5, float("nan"), float("inf"), True, False, "text", "", "3", ["a"], {"b": 1}, 10**18, 0,
+               " Admin ", "admin", "  ", "OWNER"]  # fmt: skip
     values = np.empty(len(samples), dtype=object)
     values[:] = samples
 
@@ -302,12 +303,13 @@ def test_columns_are_converted_value_by_value_as_the_rules_say() -> None:
             "strict_number": float(v) if number and not isinstance(v, bool) else math.nan,  # type: ignore[arg-type]
             "boolean": float(v) if isinstance(v, bool) else math.nan,
             "text": v if isinstance(v, str) else None,
+            "role": v.strip().lower() if isinstance(v, str) and v.strip() else None,
         }[kind]
 
-    for kind in ("present", "number", "strict_number", "boolean", "text"):
+    for kind in ("present", "number", "strict_number", "boolean", "text", "role"):
         got = _converted(values, kind)
         assert [repr(v) for v in got.tolist()] == [repr(rule(kind, v)) for v in samples], kind
-        assert got.dtype == {"present": bool, "text": object}.get(kind, float)
+        assert got.dtype == {"present": bool, "text": object, "role": object}.get(kind, float)
     assert _converted(values[:0], "text").shape == (0,)
 
 
