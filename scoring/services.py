@@ -730,14 +730,10 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
     written = 0
     with transaction.atomic():
         with _phase("write: delete"):
-            if full:
-                Score.objects.sql(
-                    tenant,
-                    "DELETE FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
-                    "AND NOT (entity_id = ANY(%(ids)s::bigint[]))",
-                    {"kind": kind, "ids": _id_array(id_list)},
-                )
-            elif len(stale):
+            # The stored scores of entities no longer scored, as read before computing (a full rescore's used to be
+            # every score of the kind not among the 62,000 new ones: 0.3 s on the critical path, and a score an
+            # incremental rescore wrote meanwhile for an account created since went with them).
+            if len(stale):
                 Score.objects.sql(
                     tenant,
                     "DELETE FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s "
