@@ -204,6 +204,13 @@ class TenantManager[M: models.Model](models.Manager[M]):
             cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", out)
         return out.getvalue()
 
+    def binary_rows(self, tenant: Tenant | int, statement: str, params: dict[str, Any]) -> list[list[Any]]:
+        """The rows of the query `statement` (bound as in `sql`) by `copy_out`, each a list of its fields' bytes
+        (None: NULL): an `array_send(...)` travels as itself, where `sql`'s text protocol sends twice as many hex
+        digits that PostgreSQL encodes and the driver decodes. Texts come as UTF-8 bytes. For few rows of large
+        values (`copy_fields` walks them in Python)."""
+        return copy_fields(self.copy_out(tenant, statement, params))
+
     def set_by_pk(self, tenant: Tenant | int, fields: Sequence[str], rows: Sequence[Any], *, batch: int = 500) -> None:
         """Write `fields` of these model instances, one `UPDATE … FROM (VALUES …)` per batch — what
         `bulk_update` does with a CASE per row and field, which costs seconds of expression building and a

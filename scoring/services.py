@@ -56,7 +56,6 @@ from signals.features import (
     RawFeatures,
     Scope,
     TeamActivity,
-    binary_rows,
     entity_slots,
     key_events_of,
     load_history,
@@ -174,8 +173,7 @@ def model_version_start(*, tenant: Tenant, kind: str, now: datetime) -> ModelVer
 def _candidates(tenant: Tenant, kind: str) -> list[int]:
     """Every user (health) or account id of the tenant, ascending."""
     model: type[EndUser] | type[Account] = EndUser if kind == ScoreKind.HEALTH else Account
-    rows = binary_rows(
-        model.objects,
+    rows = model.objects.binary_rows(
         tenant,
         f"SELECT array_send(array_agg(id)) FROM {model._meta.db_table} WHERE tenant_id = %(tenant)s",  # noqa: S608
         {},
@@ -638,8 +636,7 @@ def _stored(tenant: Tenant, kind: str, candidates: Sequence[int] | None) -> Stor
     if candidates is not None:  # entity_type too, so the unique index finds them
         where = " AND entity_type = %(entity_type)s AND entity_id = ANY(%(ids)s::bigint[])"
         params["ids"] = _id_array(candidates)
-    rows = binary_rows(
-        Score.objects,
+    rows = Score.objects.binary_rows(
         tenant,
         "SELECT array_send(array_agg(entity_id)), array_send(array_agg(value)), "  # noqa: S608 - constant
         "array_send(array_agg(grade::int4)), "
@@ -875,8 +872,7 @@ def _health_of(tenant: Tenant, users: np.ndarray) -> np.ndarray:
     """The stored health score of each user (0.5 where there is none)."""
     if not len(users):
         return np.zeros(0)
-    rows = binary_rows(
-        Score.objects,
+    rows = Score.objects.binary_rows(
         tenant,
         "SELECT array_send(array_agg(entity_id)), array_send(array_agg(value)) FROM scoring_score "
         "WHERE tenant_id = %(tenant)s AND kind = %(kind)s AND entity_type = %(user)s "

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from accounts.models import EntityType, Membership, PropertyChange, PropertyDefinition, StageChange
 from plgapp import rls
-from plgapp.models import Tenant, copy_fields
+from plgapp.models import Tenant
 
 WINDOWS = (1, 7, 30, 90)
 USER_WINDOWS = (7, 30)
@@ -84,13 +84,6 @@ def pg_array(data: Any, kind: str = "i8") -> np.ndarray:
         return np.zeros(0, dtype=np.float64 if kind.startswith("f") else np.int64)
     values = np.frombuffer(data, dtype=np.dtype([("length", ">i4"), ("value", f">{kind}")]), offset=20)["value"]
     return values.astype(np.float64 if kind.startswith("f") else np.int64)
-
-
-def binary_rows(manager: Any, tenant: Tenant, statement: str, params: dict[str, Any]) -> list[list[Any]]:
-    """The rows of a query on tenant data (`manager.copy_out`, the tenant door) as binary COPY fields (bytes; None
-    for NULL): an `array_send(...)` travels as itself, where the text protocol sends twice as many hex digits that
-    PostgreSQL encodes and the driver decodes (tens of MB in a whole tenant's load). Texts come as UTF-8 bytes."""
-    return copy_fields(manager.copy_out(tenant, statement, params))
 
 
 def _text(field: Any) -> str:
@@ -406,8 +399,7 @@ def _rollups(tenant: Tenant, since: dict[str, date | None], scope: Scope | None)
         return {}
     rows = [
         (_text(name), int.from_bytes(ordinal, "big", signed=True), *arrays)
-        for name, ordinal, *arrays in binary_rows(
-            DailyRollup.objects,
+        for name, ordinal, *arrays in DailyRollup.objects.binary_rows(
             tenant,
             f"SELECT name, {_ORDINAL}, {', '.join(columns)} FROM signals_dailyrollup "  # noqa: S608 - constant names
             f"WHERE tenant_id = %(tenant)s AND ({' OR '.join(conditions)}) GROUP BY name, day",
@@ -455,14 +447,12 @@ def _account_series(tenant: Tenant, since: date, scope: Scope | None) -> Rollups
     if scope is not None:
         where, params["ids"] = " AND account_id = ANY(%(ids)s::bigint[])", list(scope.accounts)
     # A few rows of everything, as bytes: PostgreSQL concatenates 100,000 values faster than Python walks them.
-    rows = copy_fields(
-        AccountSeries.objects.copy_out(
-            tenant,
-            "SELECT bool_and(since <= %(since)s), array_send(array_agg(account_id)), "  # noqa: S608 - constants
-            "array_send(array_agg(length(packed))), string_agg(packed, ''::bytea) "
-            f"FROM signals_accountseries WHERE tenant_id = %(tenant)s{where} GROUP BY account_id %% {_BUCKETS}",
-            params,
-        )
+    rows = AccountSeries.objects.binary_rows(
+        tenant,
+        "SELECT bool_and(since <= %(since)s), array_send(array_agg(account_id)), "  # noqa: S608 - constants
+        "array_send(array_agg(length(packed))), string_agg(packed, ''::bytea) "
+        f"FROM signals_accountseries WHERE tenant_id = %(tenant)s{where} GROUP BY account_id %% {_BUCKETS}",
+        params,
     )
     if not all(row[0] is not None and row[0][0] for row in rows):
         return None
@@ -529,8 +519,7 @@ def _memberships(tenant: Tenant, scope: Scope | None) -> Memberships:
     if scope is not None:
         where = " AND (account_id = ANY(%(accounts)s::bigint[]) OR end_user_id = ANY(%(users)s::bigint[]))"
         params = {"accounts": list(scope.accounts), "users": list(scope.users)}
-    rows = binary_rows(
-        Membership.objects,
+    rows = Membership.objects.binary_rows(
         tenant,
         "SELECT array_send(array_agg(id)), array_send(array_agg(account_id)), array_send(array_agg(end_user_id)), "  # noqa: S608 - constant names
         "array_send(array_agg(joined_at)), array_send(array_agg(COALESCE(left_at, 'infinity'))) "
@@ -567,8 +556,7 @@ def _properties(
             "end_user_id = ANY(%(users)s::bigint[]))))))"
         )
         params.update(accounts=list(scope.accounts), users=list(scope.users))
-    rows = binary_rows(
-        PropertyChange.objects,
+    rows = PropertyChange.objects.binary_rows(
         tenant,
         "SELECT entity_type, key, array_send(array_agg(entity_id)), "  # noqa: S608 - constant names
         "array_send(array_agg(changed_at)), array_send(array_agg(id)), json_agg(value)::text "
@@ -598,8 +586,7 @@ def _stages(tenant: Tenant, scope: Scope | None) -> StageRows:
             "(entity_type = 'user' AND entity_id = ANY(%(users)s::bigint[])))"
         )
         params = {"accounts": list(scope.accounts), "users": list(scope.users)}
-    rows = binary_rows(
-        StageChange.objects,
+    rows = StageChange.objects.binary_rows(
         tenant,
         "SELECT array_send(array_agg(entity_id ORDER BY changed_at, id)), "  # noqa: S608 - constants
         "array_send(array_agg(changed_at ORDER BY changed_at, id)), "
@@ -641,8 +628,7 @@ def _older_first_days(
             params["ids"] = list(scope.users if level == "user" else scope.accounts)
         older[level] = [
             (pg_array(ids), pg_array(firsts, "i4"))
-            for ids, firsts in binary_rows(
-                DailyRollup.objects,
+            for ids, firsts in DailyRollup.objects.binary_rows(
                 tenant,
                 f"SELECT array_send(array_agg(entity)), array_send(array_agg(first)) FROM (SELECT {column} AS entity, "  # noqa: S608 - constant names
                 f"min{_ORDINAL} AS first FROM signals_dailyrollup WHERE tenant_id = %(tenant)s AND {where} "
@@ -1071,7 +1057,8 @@ def _days_before(value: Any, at: datetime) -> float:
 
 
 def _roles(history: History, memberships: np.ndarray, at: datetime) -> np.ndarray:
-    """The role of each membership as of `at`, normalised as `_role` does (objects; None = no role)."""
+    """The role of each membership as of `at`, trimmed and in lower case (objects; None = no role, or a blank or
+    non-text one)."""
     changes = history.properties.get(EntityType.MEMBERSHIP, {}).get("role")
     if changes is not None:
         changes.column("role")  # every row's once, kept: each kind scored over this history reads them
@@ -1113,8 +1100,7 @@ def _active_pairs(tenant: Tenant, day: int, scope: Scope | None) -> tuple[np.nda
     where = ""
     if scope is not None:
         where, params["ids"] = " AND m.account_id = ANY(%(ids)s::bigint[])", list(scope.accounts)
-    rows = binary_rows(
-        DailyRollup.objects,
+    rows = DailyRollup.objects.binary_rows(
         tenant,
         "SELECT array_send(array_agg(m.account_id)), array_send(array_agg(m.end_user_id)) "  # noqa: S608
         f"FROM accounts_membership AS m WHERE m.tenant_id = %(tenant)s{where} AND EXISTS (SELECT FROM "
@@ -1135,8 +1121,7 @@ def _active_pairs_kept(tenant: Tenant, day: int, scope: Scope | None) -> tuple[n
     where = ""
     if scope is not None:
         where, params["ids"] = " AND account_id = ANY(%(ids)s::bigint[])", list(scope.accounts)
-    rows = binary_rows(
-        PairActivity.objects,
+    rows = PairActivity.objects.binary_rows(
         tenant,
         "SELECT array_send(array_agg(account_id)), array_send(array_agg(end_user_id)), "  # noqa: S608 - constants
         f"(SELECT max(last_day) >= %(day)s FROM signals_pairactivity WHERE tenant_id = %(tenant)s{where}) "
