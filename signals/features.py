@@ -460,8 +460,16 @@ def _account_series(tenant: Tenant, since: date, scope: Scope | None) -> Rollups
         return Rollups.empty()
     ids = np.concatenate([pg_array(row[1]) for row in rows])
     sizes = np.concatenate([pg_array(row[2], "i4") for row in rows]) // _SERIES_RECORD.itemsize
-    records = np.frombuffer(b"".join(row[3] or b"" for row in rows), dtype=_SERIES_RECORD)
-    return _series_rollups(tenant, np.repeat(ids, sizes), records, since)
+    # Each row's records are read where they arrived and converted straight into the columns: no joined copy of
+    # the whole (100 MB on 100,000 accounts), then one of each column.
+    name, day, count = (np.empty(int(sizes.sum()), dtype=np.int64) for _ in range(3))
+    start = 0
+    for row in rows:
+        records = np.frombuffer(row[3] or b"", dtype=_SERIES_RECORD)
+        stop = start + len(records)
+        name[start:stop], day[start:stop], count[start:stop] = records["name"], records["day"], records["count"]
+        start = stop
+    return _series_rollups(tenant, np.repeat(ids, sizes), name, day, count, since)
 
 
 def _earliest_of_series(rollups: Rollups) -> tuple[np.ndarray, np.ndarray]:
@@ -476,15 +484,15 @@ def _earliest_of_series(rollups: Rollups) -> tuple[np.ndarray, np.ndarray]:
     return ids[order], firsts[order]
 
 
-def _series_rollups(tenant: Tenant, entity: np.ndarray, records: np.ndarray, since: date) -> Rollups:
-    """Rollups from the rows of series (and their accounts), those from `since` on; names from the registry."""
+def _series_rollups(tenant: Tenant, entity: np.ndarray, name_ids: np.ndarray, day: np.ndarray, count: np.ndarray,
+                    since: date) -> Rollups:  # fmt: skip
+    """Rollups from the rows of series (their accounts, event name ids, days and counts), those from `since` on;
+    names from the registry."""
     from signals.models import EventName
 
-    day = records["day"].astype(np.int64)
     kept = day >= since.toordinal()
     if not kept.all():
-        records, entity, day = records[kept], entity[kept], day[kept]
-    name_ids = records["name"].astype(np.int64)
+        entity, name_ids, day, count = entity[kept], name_ids[kept], day[kept], count[kept]
     if not len(name_ids):
         return Rollups.empty()
     low, high = int(name_ids.min()), int(name_ids.max())
@@ -509,7 +517,7 @@ def _series_rollups(tenant: Tenant, entity: np.ndarray, records: np.ndarray, sin
         other=np.zeros(len(entity), dtype=np.int64),
         name=name_of_present[entity_slots(name_ids, present)],
         day=day,
-        count=records["count"].astype(np.int64),
+        count=count,
         names=names,
     )
 
