@@ -105,9 +105,17 @@ class Score(TenantScopedModel):
     # "product_qualified"} — what a sales rep checks beside the probability (PQA = activation at the threshold
     # of the account's size segment).
     details = models.JSONField(default=dict, blank=True)
+    # The value and grade of the entity's latest ScoreHistory row of this kind (NULL: none yet). A rescore records
+    # a new row when the score has moved HISTORY_MIN_CHANGE from it or changed grade, so a slow drift is recorded
+    # once it adds up, not lost between rescores that each move less.
+    history_value = models.FloatField(null=True, blank=True, editable=False)
+    history_grade = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     objects: ClassVar[TenantManager[Score]]
 
+    # The table is filled to half at most (fillfactor 50, migration 0009; Django has no Meta option for it): each
+    # rescore rewrites every score, and a new version that fits on its old one's page and keeps its value is a HOT
+    # update, touching none of the indexes (ADR 0026).
     class Meta:
         constraints = [
             # Entity first, kind last: the same index finds one score and every score of an entity (its page),
@@ -155,7 +163,8 @@ def score_dict(*, value: float, percentile: int, grade: int, reasons: list[Any],
 
 
 class ScoreHistory(TenantScopedModel):
-    """Score values over time for charts: a row when a score is first computed, moves, or a day passes."""
+    """Score values over time for charts: a row when a score is first computed, or has moved HISTORY_MIN_CHANGE
+    from its latest row, or changed grade (a chart carries each value on until the next row: ADR 0026)."""
 
     # No database-side foreign key to the tenant (as signals_event's, ADR 0005): a full rescore appends a row per
     # score, and each row's deferred check at commit cost ~0.2 s of a 62,000-score write (ADR 0023). The tenant

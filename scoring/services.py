@@ -540,38 +540,62 @@ def _scored(
 
 
 def scores_refresh_kinds(*, tenant: Tenant, kinds: Sequence[str], now: datetime, history: History) -> dict[str, int]:
-    """Every entity of each of `kinds`, in order, over one loaded history; scores written per kind. Each kind's
-    write (mostly PostgreSQL's work) runs on a connection of its own while this thread computes (Python's work):
-    the reasons of a kind's next rows while its first rows are stored, the next kind while the last ones are. The
-    kinds' writes touch different rows, so they run side by side — except champions, computed as they are written
-    (they read the stored health scores): they start after every write before them. Unless the caller holds a
-    transaction, whose rows those connections could not see: then one kind after the other, on it."""
+    """Every entity of each of `kinds` over one loaded history; scores written per kind. The kinds are computed
+    side by side, each on a thread of its own (numpy lets go of the GIL in its loops over whole columns, so two
+    kinds' features take little more than the longer one), and each kind's write (mostly PostgreSQL's work) runs
+    on a connection of its own as soon as its scores are known, while the reasons of its next rows are computed.
+    The kinds' writes touch different rows, so they run side by side — except champions, computed as they are
+    written (they read the stored health scores): they start after every write before them. A kind whose
+    computing fails stores none of its scores; the others are stored, then the error is raised. Unless the caller
+    holds a transaction, whose rows other connections could not see: then one kind after the other, on it."""
     settings = working_settings(tenant=tenant)
     if connection.in_atomic_block:
         return {kind: scores_refresh(tenant=tenant, kind=kind, now=now, history=history, settings=settings)
                 for kind in kinds}  # fmt: skip
-    writes: list[tuple[str, Future[int]]] = []
-    with ThreadPoolExecutor(max_workers=2 * max(len(kinds), 1)) as writers:
+    scored: dict[str, Future[Future[int]]] = {}
+    writes: dict[str, Future[int]] = {}
+    # BLAS and OpenMP pools limited once around the threads: each thread's own limit then saves and restores the
+    # same setting, whatever order they end in.
+    with (
+        threadpool_limits(limits=1),
+        ThreadPoolExecutor(max_workers=2 * max(len(kinds), 1)) as writers,
+        ThreadPoolExecutor(max_workers=max(len(kinds), 1)) as computers,
+    ):
         for kind in kinds:
-            # The stored scores (history rows are decided against them) are read while the kind is computed.
-            stored = None
-            if kind != ScoreKind.CHAMPION:
-                stored = _on_a_writer(writers, partial(_stored, tenant, kind, None))
-            computed, write = _scored(
-                tenant=tenant, kind=kind, now=now, entity_ids=None, history=history, settings=settings
-            )
-            if computed is None:
-                before = [future for _kind, future in writes]
-                writes.append((kind, _on_a_writer(writers, partial(_after, before, write))))
-                continue
-            feed: SimpleQueue[list[str] | object] = SimpleQueue()
-            writes.append((kind, _on_a_writer(writers, partial(write, texts=_fed(feed), stored=stored))))
-            _feed(feed, reason_texts(computed))
-    return {kind: write.result() for kind, write in writes}
+            if kind == ScoreKind.CHAMPION:
+                _none, write = _scored(tenant=tenant, kind=kind, now=now, entity_ids=None, history=history,
+                                       settings=settings)  # fmt: skip
+                writes[kind] = _on_a_thread(writers, partial(_after, list(scored.values()), write))
+            else:
+                scored[kind] = _on_a_thread(computers, partial(_score_and_store, writers, tenant, kind, now, history,
+                                                               settings))  # fmt: skip
+        wait(scored.values())
+        writes |= {kind: future.result() for kind, future in scored.items() if not future.exception()}
+        wait(writes.values())
+    for future in scored.values():
+        future.result()  # a kind that failed to compute: its error, after the others are stored
+    return {kind: writes[kind].result() for kind in kinds}
 
 
-def _after(before: Sequence[Future[int]], work: Callable[[], int]) -> int:
+def _score_and_store(writers: ThreadPoolExecutor, tenant: Tenant, kind: str, now: datetime, history: History,
+                     settings: dict[str, Any]) -> Future[int]:  # fmt: skip
+    """Compute every score of `kind`, start their write on a thread of `writers` and feed it their reasons a chunk
+    at a time; the write's future."""
+    # The stored scores (history rows are decided against them) are read while the kind is computed.
+    stored = _on_a_thread(writers, partial(_stored, tenant, kind, None))
+    computed, write = _scored(tenant=tenant, kind=kind, now=now, entity_ids=None, history=history, settings=settings)
+    if computed is None:  # champions compute as they write: not for this thread
+        raise ValueError(f"{kind} scores are computed as they are written")
+    feed: SimpleQueue[list[str] | object] = SimpleQueue()
+    written = _on_a_thread(writers, partial(write, texts=_fed(feed), stored=stored))
+    _feed(feed, reason_texts(computed))
+    return written
+
+
+def _after(before: Sequence[Future[Future[int]]], work: Callable[[], int]) -> int:
+    """`work` once the kinds `before` are computed and written (or have failed)."""
     wait(before)
+    wait([future.result() for future in before if not future.exception()])
     return work()
 
 
@@ -603,10 +627,10 @@ def reason_texts(computed: Computed) -> Iterator[list[str]]:
         yield computed.reasons(start, min(start + size, len(computed.ids)))
 
 
-def _on_a_writer[T](writers: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
-    """`work` on a thread of `writers`, in a copy of the caller's context (tenant, phase timings), on a connection
+def _on_a_thread[T](pool: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
+    """`work` on a thread of `pool`, in a copy of the caller's context (tenant, phase timings), on a connection
     of its own that closes after it."""
-    return writers.submit(contextvars.copy_context().run, _on_own_connection, work)
+    return pool.submit(contextvars.copy_context().run, _on_own_connection, work)
 
 
 def _on_own_connection[T](work: Callable[[], T]) -> T:
@@ -623,12 +647,13 @@ def _id_array(ids: Iterable[int]) -> str:
 
 @dataclass
 class Stored:
-    """The stored scores of one kind, as arrays: what deciding on a ScoreHistory row needs."""
+    """The stored scores of one kind, as arrays: what ranking new scores among them and deciding on ScoreHistory
+    rows need."""
 
     ids: np.ndarray
     values: np.ndarray
-    grades: np.ndarray
-    days: np.ndarray  # UTC day ordinal of computed_at
+    history_values: np.ndarray  # of each score's latest history row; NaN: none recorded
+    history_grades: np.ndarray  # -1: none recorded
 
 
 def _stored(tenant: Tenant, kind: str, candidates: Sequence[int] | None) -> Stored:
@@ -639,14 +664,29 @@ def _stored(tenant: Tenant, kind: str, candidates: Sequence[int] | None) -> Stor
     rows = Score.objects.binary_rows(
         tenant,
         "SELECT array_send(array_agg(entity_id)), array_send(array_agg(value)), "  # noqa: S608 - constant
-        "array_send(array_agg(grade::int4)), "
-        "array_send(array_agg(((computed_at AT TIME ZONE 'UTC')::date - DATE '0001-01-01' + 1))) "
+        "array_send(array_agg(COALESCE(history_value, 'NaN'))), "
+        "array_send(array_agg(COALESCE(history_grade, -1)::int4)) "
         f"FROM scoring_score WHERE tenant_id = %(tenant)s AND kind = %(kind)s{where}",
         params,
     )
     row = rows[0] if rows else (None,) * 4
-    return Stored(ids=pg_array(row[0]), values=pg_array(row[1], "f8"), grades=pg_array(row[2], "i4"),
-                  days=pg_array(row[3], "i4"))  # fmt: skip
+    return Stored(ids=pg_array(row[0]), values=pg_array(row[1], "f8"), history_values=pg_array(row[2], "f8"),
+                  history_grades=pg_array(row[3], "i4"))  # fmt: skip
+
+
+def history_moves(
+    ids: np.ndarray, values: np.ndarray, grades: np.ndarray, stored: Stored
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which new scores get a ScoreHistory row — new ones, and those HISTORY_MIN_CHANGE or more from their latest
+    row's value or of another grade — and each score's latest row after that: (moved, its value, its grade)."""
+    slots = entity_slots(ids, stored.ids)
+    known = slots >= 0
+    at = np.maximum(slots, 0)
+    recorded_value = np.where(known, stored.history_values[at] if len(stored.ids) else np.nan, np.nan)
+    recorded_grade = np.where(known, stored.history_grades[at] if len(stored.ids) else -1, -1)
+    with np.errstate(invalid="ignore"):  # NaN: none recorded, so moved
+        moved = ~(np.abs(recorded_value - values) < HISTORY_MIN_CHANGE) | (recorded_grade != grades)
+    return moved, np.where(moved, values, recorded_value), np.where(moved, grades, recorded_grade)
 
 
 def _ranks_among_stored(tenant: Tenant, kind: str, ids: np.ndarray, values: np.ndarray, stored: Stored) -> np.ndarray:
@@ -682,7 +722,7 @@ def _ranks_among_stored(tenant: Tenant, kind: str, ids: np.ndarray, values: np.n
 # Scores are upserted through the COPY door: each row's reasons and details are parsed once, as jsonb, instead of
 # the whole batch travelling as one JSON document (a 40 MB statement parsed as JSON, then each field again).
 SCORE_COLUMNS = ("kind", "entity_type", "entity_id", "value", "percentile", "grade", "reasons", "model_version",
-                 "rule_based", "computed_at", "details")  # fmt: skip
+                 "rule_based", "computed_at", "details", "history_value", "history_grade")  # fmt: skip
 SCORE_KEY = ("kind", "entity_type", "entity_id")
 SCORE_UPDATED = tuple(column for column in SCORE_COLUMNS if column not in SCORE_KEY)
 SCORE_HISTORY_COLUMNS = ("kind", "entity_type", "entity_id", "value", "grade", "model_version", "computed_at")
@@ -692,10 +732,10 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
            candidates: Sequence[int], full: bool, texts: Iterable[list[str]] | None = None,
            stored: Stored | None = None) -> int:  # fmt: skip
     """Store the scores (upsert), drop those of entities no longer scored, append ScoreHistory where a score is
-    new, moved by HISTORY_MIN_CHANGE or changed grade, or on a new day. `texts`: the reasons as `reason_texts`
-    gives them (computed here if None), taken a chunk at a time — each chunk is stored as it comes. `stored`: the
-    kind's stored scores (`_stored`; read here if None). Plain SQL: an ORM object per score cost more than
-    computing it."""
+    new, or moved by HISTORY_MIN_CHANGE from its latest history row, or of another grade (`history_moves`).
+    `texts`: the reasons as `reason_texts` gives them (computed here if None), taken a chunk at a time — each chunk
+    is stored as it comes. `stored`: the kind's stored scores (`_stored`; read here if None). Plain SQL: an ORM
+    object per score cost more than computing it."""
     ids = np.asarray(computed.ids, dtype=np.int64)
     values = np.asarray(computed.values, dtype=float)
     if not np.isfinite(values).all():  # a model or rule bug: write nothing rather than a NaN score
@@ -705,21 +745,12 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
         ranks = percentiles(values, values) if full else _ranks_among_stored(tenant, kind, ids, values, stored)
     grade = grades(ranks)
     details = _json_texts(computed.details if computed.details is not None else [{}] * len(ids))
-    before = entity_slots(ids, stored.ids)
-    known = before >= 0
-    if len(stored.ids):
-        was = np.maximum(before, 0)
-        moved = (
-            ~known
-            | (np.abs(np.where(known, stored.values[was], 0.0) - values) >= HISTORY_MIN_CHANGE)
-            | (np.where(known, stored.grades[was], -1) != grade)
-            | (np.where(known, stored.days[was], -1) != now.date().toordinal())
-        )
-    else:
-        moved = np.ones(len(ids), dtype=bool)
+    moved, history_value, history_grade = history_moves(ids, values, grade, stored)
     stale = np.setdiff1d(stored.ids, ids)
     id_list, value_list, rank_list, grade_list = ids.tolist(), values.tolist(), ranks.tolist(), grade.tolist()
     moved_list = moved.tolist()
+    recorded = [f"{value!r}\t{grade}" for value, grade in zip(history_value.tolist(), history_grade.tolist(),
+                                                               strict=True)]  # fmt: skip
     # COPY lines made here, not by `copy`: of the values only the JSON texts can hold a character COPY escapes
     # (a backslash: JSON has no raw tab or newline), so the rest skip `copy_text` (~0.3 s a rescore).
     head = "\t".join(map(copy_text, (kind, entity_type))) + "\t"
@@ -741,7 +772,7 @@ def _write(tenant: Tenant, kind: str, entity_type: str, computed: Computed, now:
             start, written = written, written + len(reasons)
             with _phase("write: encode"):
                 lines = [f"{head}{id_list[n]}\t{value_list[n]!r}\t{rank_list[n]}\t{grade_list[n]}\t{reason}\t{tail}"
-                         f"\t{details[n]}" for n, reason in enumerate(reasons, start)]  # fmt: skip
+                         f"\t{details[n]}\t{recorded[n]}" for n, reason in enumerate(reasons, start)]  # fmt: skip
             # Each new or moved score's history row is copied from it as written, in the same statement.
             moved_ids = [id_list[n] for n in range(start, written) if moved_list[n]]
             also = AlsoInto(ScoreHistory._meta.db_table, SCORE_HISTORY_COLUMNS, "entity_id", moved_ids)

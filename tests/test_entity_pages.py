@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -15,6 +16,7 @@ from playbooks.models import ActionRun, Enrollment, Playbook, PlaybookVersion
 from plgapp.charts import Series, bar_chart, line_chart
 from plgapp.roles import Role
 from scoring.models import Score, ScoreHistory
+from scoring.panels import HISTORY_DAYS, held, score_panel
 from signals.models import Event
 from tests.conftest import TenantWorld
 
@@ -186,3 +188,34 @@ def test_charts_escape_labels_and_say_when_there_is_nothing() -> None:
     bars = bar_chart([("widgets", 0.5), ("seats", 0.25)], percent=True, title="Importance")
     assert bars.count("<rect") == 2
     assert "50%" in bars
+
+
+def test_a_score_chart_holds_each_recorded_value_until_the_next() -> None:
+    now = timezone.now()
+    days = [now - timedelta(days=n) for n in (30, 20, 10, 0)]
+    assert held([(days[0], 0.4), (days[1], 0.6), (days[2], 0.6), (days[3], 0.5)]) == [
+        (days[0], 0.4), (days[1], 0.4), (days[1], 0.6), (days[2], 0.6), (days[3], 0.6), (days[3], 0.5)
+    ]  # fmt: skip
+    assert held([]) == []
+
+
+@pytest.mark.django_db
+def test_the_score_chart_opens_with_the_value_held_when_its_window_began(tenant_a: TenantWorld, rf: Any) -> None:
+    """History rows are recorded when a score moves: one that has not moved for months has no row in the window,
+    yet its line spans it, from its latest row before the window to its current value."""
+    tenant, now = tenant_a.tenant, timezone.now()
+    account = Account.objects.for_tenant(tenant).create(external_id="still", name="Still", stage="Trial")
+    recorded = {"kind": "conversion", "entity_type": "account", "entity_id": account.pk, "grade": 3}
+    ScoreHistory.objects.for_tenant(tenant).create(**recorded, value=0.2, computed_at=now - timedelta(days=200))
+    ScoreHistory.objects.for_tenant(tenant).create(**recorded, value=0.45, computed_at=now - timedelta(days=120))
+    Score.objects.for_tenant(tenant).create(**recorded, value=0.45, percentile=50, computed_at=now)
+
+    panel = score_panel(rf.get("/"), tenant, "account", account)
+
+    assert panel is not None
+    chart = str(panel.context["chart"])
+    assert "Conversion: 45% now" in chart
+    points = chart.split('points="')[1].split('"')[0].split()
+    assert len(points) == 2  # the window's start and now, both at 45%
+    assert points[0].split(",")[1] == points[1].split(",")[1]
+    assert f"over {HISTORY_DAYS} days" in chart

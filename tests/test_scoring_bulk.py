@@ -5,8 +5,8 @@
   by its compiled trees or, where they cannot serve, by its own predictor; logistic regression; their blend);
 - a few changed entities are rescored from their own data only: the same features as a whole-tenant load,
   the same scores as a full rescore;
-- the score write keeps ScoreHistory's rules (a row when a score is new, moves, changes grade, or on a new day)
-  and drops the scores of entities no longer scored.
+- the score write keeps ScoreHistory's rules (a row when a score is new, or has moved from its latest row or
+  changed grade; a new day alone records none) and drops the scores of entities no longer scored.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ from scoring.learn import Blend, Trained, calibrated_from_decision, feature_grou
 from scoring.models import Score, ScoreHistory, ScoreKind
 from scoring.reasons import pick, render
 from scoring.services import (
+    HISTORY_MIN_CHANGE,
+    Stored,
     _round3,
     _Texts,
     copy_json,
+    history_moves,
     reason_json,
     rescore_changed,
     scores_refresh,
@@ -316,32 +319,59 @@ def test_rescoring_changed_entities_from_their_own_data_writes_what_a_whole_tena
 
 
 @pytest.mark.django_db
-def test_history_rows_follow_new_moved_and_new_day_scores_and_stale_scores_are_dropped(world: World) -> None:
+def test_history_rows_follow_new_and_moved_scores_and_stale_scores_are_dropped(world: World) -> None:
     tenant, now = world.tenant, END + timedelta(hours=1)
     written = scores_refresh(tenant=tenant, kind=ScoreKind.CONVERSION, now=now)
     assert written > 0
     history = ScoreHistory.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION)
     assert history.count() == written  # every score is new
+    scores = Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION)
+    assert all(score.history_value == score.value and score.history_grade == score.grade for score in scores.all())
 
     scores_refresh(tenant=tenant, kind=ScoreKind.CONVERSION, now=now + timedelta(minutes=30))
-    assert history.count() == written  # the same day, nothing moved: no row
-    assert set(
-        Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION).values_list("computed_at", flat=True)
-    ) == {now + timedelta(minutes=30)}
+    assert history.count() == written  # nothing moved: no row
+    assert set(scores.values_list("computed_at", flat=True)) == {now + timedelta(minutes=30)}
 
-    converted = (
-        Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION).values_list("entity_id", flat=True)[0]
-    )
+    before = {score.entity_id: (score.value, score.grade) for score in scores.all()}
+    converted = next(iter(before))
     StageChange.objects.for_tenant(tenant).create(
         entity_type="account", entity_id=converted, from_stage="Trial", to_stage="Customer",
         changed_at=now + timedelta(minutes=40),
     )  # fmt: skip
-    moved = scores_refresh(tenant=tenant, kind=ScoreKind.CONVERSION, now=now + timedelta(days=1))
+    next_day = now + timedelta(days=1)
+    rescored = scores_refresh(tenant=tenant, kind=ScoreKind.CONVERSION, now=next_day)
 
-    assert not Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION, entity_id=converted).exists()
-    assert moved == written - 1
-    assert history.count() == written + moved  # a new day: a row for every score
-    # each copied from its score as written (in the upsert's own statement)
+    assert not scores.filter(entity_id=converted).exists()
+    assert rescored == written - 1
+    after = {score.entity_id: score for score in scores.all()}
+    moved = {pk for pk, score in after.items()
+             if abs(score.value - before[pk][0]) >= HISTORY_MIN_CHANGE or score.grade != before[pk][1]}  # fmt: skip
+    assert moved  # (a new day alone records nothing: history_moves is not told the day)
+    assert set(history.filter(computed_at=next_day).values_list("entity_id", flat=True)) == moved
+    # each copied from its score as written (in the upsert's own statement); every score keeps its latest row's
     fields = ("entity_type", "entity_id", "value", "grade", "model_version", "computed_at")
-    stored = set(Score.objects.for_tenant(tenant).filter(kind=ScoreKind.CONVERSION).values_list(*fields))
-    assert set(history.filter(computed_at=now + timedelta(days=1)).values_list(*fields)) == stored
+    assert set(history.filter(computed_at=next_day).values_list(*fields)) == set(
+        scores.filter(entity_id__in=moved).values_list(*fields)
+    )
+    for pk, score in after.items():
+        latest = history.filter(entity_id=pk).latest("computed_at")
+        assert (score.history_value, score.history_grade) == (latest.value, latest.grade)
+
+
+def test_a_drift_is_recorded_once_it_adds_up_to_the_minimum_change() -> None:
+    """Each rescore compares with the score's latest history row, not with the score it replaces: small moves
+    add up instead of each passing unrecorded."""
+    ids = np.array([1, 2, 3, 4, 5])
+    stored = Stored(ids=np.array([1, 2, 3, 4]), values=np.array([0.504, 0.3, 0.7, 0.2]),
+                    history_values=np.array([0.5, 0.3, 0.7, np.nan]),
+                    history_grades=np.array([3, 2, 4, -1]))  # fmt: skip
+    values = np.array([0.508, 0.311, 0.7, 0.2, 0.9])
+    grades = np.array([3, 2, 5, 1, 5])
+    moved, value, grade = history_moves(ids, values, grades, stored)
+    # 1 drifted 0.008 from its row (0.004 at each rescore): not yet; 2 moved 0.011; 3 changed grade; 4 has no row
+    # yet (stored before rows were recorded this way); 5 is new
+    assert moved.tolist() == [False, True, True, True, True]
+    assert value.tolist() == [0.5, 0.311, 0.7, 0.2, 0.9]  # 1 keeps its row's value
+    assert grade.tolist() == [3, 2, 5, 1, 5]
+    moved, value, _grade = history_moves(ids[:1], np.array([0.512]), grades[:1], stored)
+    assert moved.tolist() == [True]  # 0.012 from its row, though 0.004 from the score it replaces
