@@ -49,16 +49,14 @@ def parse_track(body: Any, *, now: datetime) -> Track:
     identification = body.get("identification")
     if not isinstance(identification, dict):
         raise CallInvalid({"identification": "is required: {user: {...}} and/or {account: {...}}"})
-    user = parse_user_ref(identification["user"], "identification.user") if identification.get("user") else None
-    account = (
-        parse_account_ref(identification["account"], "identification.account")
-        if identification.get("account")
-        else None
-    )
+    raw_user, raw_account = identification.get("user"), identification.get("account")
+    user = parse_user_ref(raw_user, "identification.user") if raw_user else None
+    account = parse_account_ref(raw_account, "identification.account") if raw_account else None
     if user is None and account is None:
         raise CallInvalid({"identification": "needs a user, an account, or both"})
     name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
+    stripped = name.strip() if isinstance(name, str) else ""
+    if not stripped:
         raise CallInvalid({"name": "is required: the event's name"})
     if len(name) > MAX_EVENT_NAME:
         raise CallInvalid({"name": f"must be at most {MAX_EVENT_NAME} characters"})
@@ -66,7 +64,7 @@ def parse_track(body: Any, *, now: datetime) -> Track:
     if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 255):
         raise CallInvalid({"messageId": "must be a string of 1-255 characters"})
     return Track(
-        name=name.strip(),
+        name=stripped,
         at=_time(body, "triggeredAt", now),
         user=user,
         account=account,
