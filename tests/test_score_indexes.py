@@ -89,3 +89,39 @@ def test_conversion_scores_are_not_in_the_per_kind_value_index(tenant_a: TenantW
         definitions = dict(cursor.fetchall())
     assert "WHERE (NOT ((kind)::text = 'conversion'::text))" in definitions["score_kind_value"]
     assert "WHERE ((kind)::text = 'conversion'::text)" in definitions["score_conversion_value"]
+
+
+def _estimated_rows(sql: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql)
+        (plan,) = cursor.fetchone()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_planner_knows_that_conversion_scores_are_accounts(tenant_a: TenantWorld) -> None:
+    """Without statistics over the scope columns the planner multiplied the shares of `entity_type = 'account'` and
+    `kind = 'conversion'` as if independent, expected a fraction of the tenant's conversion scores, and on the
+    benchmark's tenant sorted all of them instead of walking the value index (migration scoring/0011)."""
+    import psycopg2
+    from django.conf import settings
+
+    _scores(tenant_a)
+    owner = settings.DATABASE_OWNER
+    analyze = psycopg2.connect(
+        dbname=connection.settings_dict["NAME"], user=owner["USER"], password=owner.get("PASSWORD") or None,
+        host=owner.get("HOST") or None, port=owner.get("PORT") or None,
+    )  # fmt: skip
+    try:
+        analyze.autocommit = True
+        with analyze.cursor() as cursor:
+            cursor.execute("ANALYZE scoring_score")
+    finally:
+        analyze.close()
+    tenant_id = tenant_a.tenant.pk
+    actual = Score.objects.for_tenant(tenant_a.tenant).filter(kind=ScoreKind.CONVERSION, entity_type="account").count()
+    estimated = _estimated_rows(
+        f"SELECT 1 FROM scoring_score WHERE tenant_id = {tenant_id} AND entity_type = 'account' AND kind = 'conversion'"  # noqa: S608
+    )
+    assert actual == 40
+    assert estimated >= 0.8 * actual, f"estimated {estimated} rows of {actual}"
