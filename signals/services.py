@@ -328,15 +328,15 @@ def _ingest_segment(*, tenant: Tenant, calls: list[Call], now: datetime, marks: 
     users, accounts = Resolver.for_users(tenant), Resolver.for_accounts(tenant)
     user_refs, account_refs = [], []
     for call in calls:
-        if type(call) is Track:  # nearly every call: the general tests below, in one step
+        if type(call) is Track:  # nearly every call; the tests below are for the other kinds
             if call.user is not None:
                 user_refs.append(call.user)
             if call.account:
                 account_refs.append(call.account)
             continue
-        if isinstance(call, Track | UpsertUser | Link | DeleteUser) and getattr(call, "user", None) is not None:
+        if isinstance(call, UpsertUser | Link | DeleteUser) and call.user is not None:
             user_refs.append(call.user)
-        if isinstance(call, Track | UpsertAccount | AddUsers | RemoveUsers | DeleteAccount) and call.account:
+        if isinstance(call, UpsertAccount | AddUsers | RemoveUsers | DeleteAccount) and call.account:
             account_refs.append(call.account)
         if isinstance(call, AddUsers):
             user_refs.extend(member.user for member in call.users)
