@@ -27,6 +27,36 @@ class RequestIdMiddleware:
         return response
 
 
+class ReleaseRenderedResponseMiddleware:
+    """Let reference counting free an API answer, and the data it was rendered from, as soon as it is sent.
+
+    DRF links each response to itself and to its view (`renderer_context["response"]`, `renderer_context["view"]`,
+    `view.response`), and the view to its request and back (`view.request`, `request.parser_context`). The
+    answer's data, and what the view kept (its paginator's page of model instances), are then cyclic garbage that
+    only the collector frees — thousands of dicts and lists for a PQL page, all at once, in whichever later
+    request crosses the collector's threshold: 20-30 ms, and the API's p95 doubled (docs/benchmarks.md, PQL list).
+    Once the response is rendered these links serve nothing. Django's own request objects still point at each
+    other (sessions, messages), but hold no answer.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)  # rendered by now: Django renders before the middleware unwinds
+        context = getattr(response, "renderer_context", None)
+        if context:
+            context.pop("response", None)
+            view = context.pop("view", None)
+            if view is not None:
+                view.__dict__.clear()  # its response, request, paginator and page: the view is done with them
+            drf_request = context.get("request")
+            parser_context = getattr(drf_request, "parser_context", None)
+            if parser_context:
+                parser_context.clear()  # {"request": itself, "view": ...}: DRF reads it only while parsing
+        return response
+
+
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 

@@ -82,6 +82,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "plgapp.middleware.RequestIdMiddleware",
+    "plgapp.middleware.ReleaseRenderedResponseMiddleware",  # DRF's answers freed when sent, not by the collector
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
