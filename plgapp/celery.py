@@ -6,6 +6,8 @@ import inspect
 import logging
 import os
 import threading
+from collections.abc import Callable
+from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps, signals
@@ -90,35 +92,49 @@ class DueRunsRelease(bootsteps.StartStopStep):
 app.steps["worker"].add(DueRunsRelease)
 
 
-def _guard_unacked_restore() -> None:
+def _guard_calls_through_a_dead_connection() -> None:
     """Keep the worker alive when Redis goes away while tasks are in hand (found by the chaos suite, issue 8).
 
-    On a lost broker connection the consumer closes its channel, and kombu's Redis transport then restores the
-    channel's unacknowledged (late-ack) messages through that same connection, whose client is already gone: an
-    AttributeError ("'NoneType' object has no attribute 'hostname'") that Celery reports as an unrecoverable error
-    and stops the worker. Nothing could be restored through a dead connection anyway: the messages stay in Redis'
-    unacked set (redelivered after the visibility timeout) or are gone with Redis' data, and the sweeps redo their
-    work from the database (DESIGN §2). So the failed restore is logged and the consumer reconnects as usual."""
+    On a lost broker connection the consumer closes its channel, and kombu's Redis transport then goes on using that
+    channel's connection, whose client is already gone. Its `QoS` raises an AttributeError ("'NoneType' object has
+    no attribute 'hostname'" / "'client'"), which Celery reports as an unrecoverable error, and stops the worker, from:
+    - `restore_unacked`: the channel's unacknowledged (late-ack) messages, restored as it closes;
+    - `ack` / `reject`: a task that finished during the outage, acknowledged when the event loop runs again.
+
+    Nothing can reach Redis through a dead connection anyway. The messages stay in Redis' unacked set (redelivered
+    after the visibility timeout, to tasks that are safe to run twice) or are gone with Redis' data, and the sweeps
+    redo their work from the database (DESIGN §2). So the failed call is logged, the channel's own bookkeeping of
+    the message is done, and the consumer reconnects as usual."""
     from kombu.transport import redis as kombu_redis
+    from kombu.transport.virtual import base as virtual
 
-    original = kombu_redis.QoS.restore_unacked
-    if getattr(original, "plg_guarded", False):
-        return
+    def guarded(name: str, what: str, local: Callable[..., None] | None) -> None:
+        original = getattr(kombu_redis.QoS, name)
+        if getattr(original, "plg_guarded", False):
+            return
 
-    def restore_unacked(self: kombu_redis.QoS, client: Any = None) -> None:
-        try:
-            original(self, client)
-        except AttributeError as exc:
-            logging.getLogger(__name__).warning(
-                "unacked messages not restored: the broker connection is gone (the sweeps redo their work)",
-                extra={"error": str(exc), "messages": len(getattr(self, "_delivered", ()))},
-            )
+        @wraps(original)
+        def call(self: kombu_redis.QoS, *args: Any, **kwargs: Any) -> None:
+            try:
+                original(self, *args, **kwargs)
+            except AttributeError as exc:
+                logging.getLogger(__name__).warning(
+                    f"{what}: the broker connection is gone (the sweeps redo their work)",
+                    extra={"error": str(exc), "messages": len(getattr(self, "_delivered", ()))},
+                )
+                if local is not None:
+                    local(self, *args, **kwargs)
 
-    restore_unacked.plg_guarded = True  # type: ignore[attr-defined]
-    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+        call.plg_guarded = True  # type: ignore[attr-defined]
+        setattr(kombu_redis.QoS, name, call)
+
+    guarded("restore_unacked", "unacked messages not restored", None)
+    guarded("ack", "message not acknowledged in Redis", virtual.QoS.ack)
+    # The channel's own part of a reject, without its requeue: that goes through the dead connection too.
+    guarded("reject", "message not rejected in Redis", lambda qos, tag, requeue=False: virtual.QoS.ack(qos, tag))
 
 
-_guard_unacked_restore()
+_guard_calls_through_a_dead_connection()
 
 
 # --- row-level security: each task runs with its tenant's database context (plgapp/rls.py) ---

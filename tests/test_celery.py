@@ -105,3 +105,30 @@ def test_a_worker_whose_broker_connection_died_with_tasks_in_hand_does_not_crash
 
     # Then the failed restore is logged, not raised (it stopped the worker as an "unrecoverable error")
     assert result is None
+
+
+@pytest.mark.parametrize("settle", ["ack", "reject"])
+def test_a_task_finished_while_the_broker_was_away_is_settled_without_crashing_the_worker(settle: str) -> None:
+    # Given a late-ack message in hand on a channel whose connection was lost while its task ran: kombu has dropped
+    # the channel's pool and connection (found by the chaos suite, issue 8: Redis down with its data lost)
+    from kombu import Connection
+
+    connection = Connection(settings.CELERY_BROKER_URL)
+    channel: Any = None
+    try:
+        channel = connection.default_channel
+        qos = channel.qos
+        qos._delivered["tag-1"] = None
+        channel._pool = None
+        channel.connection = None
+
+        # When the event loop runs the task's acknowledgement (or rejection) once the consumer is back
+        getattr(qos, settle)("tag-1")
+
+        # Then it is logged, not raised (it stopped the worker as an "unrecoverable error"), and the channel no
+        # longer counts the message as in hand: Redis redelivers it after the visibility timeout, if it kept it
+        qos._flush()
+        assert "tag-1" not in qos._delivered
+    finally:
+        if channel is not None:
+            channel.qos._delivered.clear()
