@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -31,12 +31,13 @@ class ReleaseRenderedResponseMiddleware:
     """Let reference counting free an API answer, and the data it was rendered from, as soon as it is sent.
 
     DRF links each response to itself and to its view (`renderer_context["response"]`, `renderer_context["view"]`,
-    `view.response`), and the view to its request and back (`view.request`, `request.parser_context`). The
-    answer's data, and what the view kept (its paginator's page of model instances), are then cyclic garbage that
-    only the collector frees — thousands of dicts and lists for a PQL page, all at once, in whichever later
-    request crosses the collector's threshold: 20-30 ms, and the API's p95 doubled (docs/benchmarks.md, PQL list).
-    Once the response is rendered these links serve nothing. Django's own request objects still point at each
-    other (sessions, messages), but hold no answer.
+    `view.response`), the view to its request and back (`view.request`, `request.parser_context`), and a
+    serializer's fields to the serializer, whose output points back at it (`ReturnList.serializer`). The answer's
+    data, the view's paginator page and the serializer's instances are then cyclic garbage that only the collector
+    frees — thousands of objects per page, all at once, in whichever later request crosses the collector's
+    threshold: 20-40 ms, and the PQL list's p95 doubled (docs/benchmarks.md, ADR 0027). Once the response is
+    rendered these links serve nothing. Django's own request objects still point at each other (sessions,
+    messages), but hold no answer.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -54,7 +55,23 @@ class ReleaseRenderedResponseMiddleware:
             parser_context = getattr(drf_request, "parser_context", None)
             if parser_context:
                 parser_context.clear()  # {"request": itself, "view": ...}: DRF reads it only while parsing
+            for serializer in _serializers_of(getattr(response, "data", None)):
+                # Its instances and its output (its fields point back at it); a list's child was made with the
+                # same arguments, the instances among them.
+                for done in (getattr(serializer, "child", None), serializer):
+                    if done is not None:
+                        done.__dict__.clear()
         return response
+
+
+def _serializers_of(data: object) -> Iterator[object]:
+    """The serializers whose output an answer holds, at its top or one level down (a page's `results`): DRF's
+    ReturnList / ReturnDict keep a reference to the serializer that made them."""
+    from rest_framework.utils.serializer_helpers import ReturnDict, ReturnList
+
+    for value in (data, *(data.values() if isinstance(data, dict) else ())):
+        if isinstance(value, ReturnDict | ReturnList) and value.serializer is not None:
+            yield value.serializer
 
 
 DATABASE_RETRY_AFTER_SECONDS = 5

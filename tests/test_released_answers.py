@@ -12,6 +12,7 @@ from django.test import RequestFactory
 from django.test.client import ClientHandler
 from rest_framework.response import Response
 
+from accounts.models import Account
 from tests.conftest import TenantWorld
 from tests.test_pqls import scored
 
@@ -71,6 +72,21 @@ def test_a_pql_page_and_its_rows_are_freed_once_sent(
     assert status == 200
     assert not [thing for thing in cyclic_garbage if isinstance(thing, Response)]
     assert answer_rows(cyclic_garbage) == []
+
+
+def test_a_serialized_page_and_its_instances_are_freed_once_sent(
+    tenant_a: TenantWorld, handler: ClientHandler, cyclic_garbage: list[Any]
+) -> None:
+    Account.objects.for_tenant(tenant_a.tenant).bulk_create(
+        Account(external_id=f"acct-{n}", name=f"Account {n}", properties={"plan": "pro"}) for n in range(30)
+    )
+
+    status = served(handler, "/api/v1/accounts/?limit=30", tenant_a.secret_key)
+    collect_into(cyclic_garbage)
+
+    assert status == 200
+    assert not [thing for thing in cyclic_garbage if isinstance(thing, Response | Account)]
+    assert not [thing for thing in cyclic_garbage if isinstance(thing, dict) and "external_id" in thing]
 
 
 def test_an_error_answer_is_freed_too(tenant_a: TenantWorld, handler: ClientHandler, cyclic_garbage: list[Any]) -> None:
