@@ -36,7 +36,6 @@ Not a pytest test (pytest collects test_*.py only).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -53,7 +52,14 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.bench_ingest import connect, database_url_named, manage, percentile, recreate_database  # noqa: E402
+from tests.bench.bench_ingest import (  # noqa: E402
+    connect,
+    database_url_named,
+    manage,
+    percentile,
+    recreate_database,
+    wsgi_call,
+)
 
 SEGMENTS = ("small", "mid", "large")
 FILTERS = {"stage": "Trial", "min_score": "0.2", "segment": "small"}
@@ -306,36 +312,6 @@ def recording(log: list[tuple[str, Any, float]]) -> Iterator[None]:
         yield
 
 
-def wsgi_get(application: Any, path: str, query: dict[str, str], secret_key: str) -> tuple[str, bytes]:
-    """GET through the WSGI application in this process, as gunicorn's worker calls it: (status line, body)."""
-    status: list[str] = []
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": urlencode(query),
-        "HTTP_AUTHORIZATION": f"Bearer {secret_key}",
-        "HTTP_HOST": "127.0.0.1",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80",
-        "REMOTE_ADDR": "127.0.0.1",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-    }
-    chunks = application(environ, lambda line, _headers, _exc=None: status.append(line))
-    try:
-        body = b"".join(chunks)
-    finally:
-        getattr(chunks, "close", lambda: None)()  # as a WSGI server does: Django's request_finished
-    return status[0], body
-
-
 def summary(values: list[float]) -> str:
     ms = [v * 1000 for v in values]
     return f"{percentile(ms, 50):7.1f} {percentile(ms, 95):7.1f} {percentile(ms, 99):7.1f} {max(ms):7.1f}"
@@ -466,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         return {**FILTERS, "limit": str(LIMIT), **({"cursor": cursor} if cursor else {})}
 
     def via_http(n: int) -> None:
-        status, _body = wsgi_get(plgapp.wsgi.application, "/api/v1/pqls/", query_of(n), key["secret_key"])
+        status, _body = wsgi_call(
+            plgapp.wsgi.application, "GET", "/api/v1/pqls/", query=urlencode(query_of(n)),
+            headers={"HTTP_AUTHORIZATION": f"Bearer {key['secret_key']}"},
+        )  # fmt: skip
         assert status.startswith("200"), status  # the body is checked once, outside the clock
 
     times: dict[tuple[str, int], list[float]] = {(way, n): [] for way in ("selector", "http") for n in PAGES}

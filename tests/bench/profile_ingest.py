@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import os
 import pstats
@@ -50,6 +49,7 @@ from tests.bench.bench_ingest import (
     database_url_named,
     manage,
     recreate_database,
+    wsgi_call,
 )
 
 
@@ -104,30 +104,12 @@ class Caller:
         self.key = key
 
     def __call__(self, body: bytes) -> None:
-        status: list[str] = []
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": BATCH_PATH,
-            "SCRIPT_NAME": "",
-            "QUERY_STRING": "",
-            "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_X_API_KEY": self.key,
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "REMOTE_ADDR": "127.0.0.1",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-            "wsgi.version": (1, 0),
-        }
-        chunks = self.application(environ, lambda s, _headers, _exc=None: status.append(s))
-        payload = b"".join(chunks)
-        if not status or not status[0].startswith("200"):
+        status, payload = wsgi_call(
+            self.application, "POST", BATCH_PATH, body=body,
+            headers={"CONTENT_TYPE": "application/json", "HTTP_X_API_KEY": self.key},
+            close=False,  # one connection throughout: its backend's CPU is read by pid (backend_cpu)
+        )  # fmt: skip
+        if not status.startswith("200"):
             raise SystemExit(f"request failed: {status} {payload[:500]!r}")
 
 
