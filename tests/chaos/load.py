@@ -47,16 +47,24 @@ class Plan:
     convert_fraction: float = 0.3
     convert_after: int = 40  # batches after an account appeared
     bursts: int = 0  # accounts to introduce at once (one a batch) on top of the steady ones: see `burst`
+    conversions: int = 0  # of the oldest trial accounts, how many to convert now (one a batch): see `convert_oldest`
 
     def burst(self, accounts: int) -> None:
         """A cohort of sign-ups now: new, busy accounts rank high and enroll together, so actions are in flight
         while a fault happens. (Which accounts and events come stays fixed by the seed; only when they come.)"""
         self.bursts += accounts
 
+    def convert_oldest(self, accounts: int) -> None:
+        """The oldest trial accounts not yet converted become customers now. The first accounts enroll early in any
+        run, so their goal-reached actions are sure to be in flight, unlike a late cohort's enrollments, which
+        depend on how the newcomers rank among every account by then."""
+        self.conversions += accounts
+
     def batches(self) -> Iterator[Batch]:
         rng = random.Random(self.seed)
         live: list[tuple[int, list[tuple[str, str]], float]] = []  # (account, [(user id, role)], activity)
         converts: dict[int, int] = {}  # batch number -> account
+        converted: set[int] = set()  # accounts made customers (or due to be, in `converts`)
         sequence = 0
         number = 0
         while True:
@@ -80,9 +88,17 @@ class Plan:
                                          "properties": {"role": role}} for uid, role in users]})  # fmt: skip
                 if rng.random() < self.convert_fraction:
                     converts[number + self.convert_after] = n
-            if number in converts:
-                n = converts.pop(number)
-                calls.append({"type": "upsertAccount", "identification": {"accountId": f"c{self.seed}-a{n}"},
+                    converted.add(n)
+            early = None
+            if self.conversions > 0:
+                self.conversions -= 1
+                early = next((n for n, _users, _activity in live if n not in converted), None)
+                if early is not None:
+                    converted.add(early)
+            for customer in (converts.pop(number, None), early):
+                if customer is None:
+                    continue
+                calls.append({"type": "upsertAccount", "identification": {"accountId": f"c{self.seed}-a{customer}"},
                               "triggeredAt": now, "properties": {"stage": "Customer"}})  # fmt: skip
             ids: list[str] = []
             weights = [activity for _n, _users, activity in live]

@@ -49,7 +49,7 @@ class Profile:
     accounts: int
     sweep_seconds: int
     lease_seconds: int
-    burst: int  # new accounts signing up at once when a fault starts, so that actions are in flight during it
+    burst: int  # new accounts signing up at once when a fault starts (and, in the storm, oldest trials converting)
     storm_faults: int  # the storm lasts until at least this many posts met a fault (at most 4 x `storm` seconds)
     hang_fraction: float  # of the storm's 20% failures, the share that hang past the client's timeout
     load_seconds: int  # about how long the load runs (the steady sign-ups are spread over it)
@@ -343,6 +343,8 @@ class Chaos:
         say(f"PostgreSQL restarted: resumed {window.resumed_after} s after it was back")
 
         window = self.window("Slack storm")
+        # Goals reached during the storm: their "New customer" messages meet its faults, whoever enrolls meanwhile.
+        self.plan.convert_oldest(p.burst)
         self.slack.set_faults(rate_limit_fraction=0.5, retry_after=2, server_error_fraction=0.2 - p.hang_fraction,
                               hang_fraction=p.hang_fraction, hang_seconds=5, path="/api/chat.postMessage")  # fmt: skip
         self.supervise(p.storm)
