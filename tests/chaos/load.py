@@ -50,14 +50,15 @@ class Plan:
     conversions: int = 0  # of the oldest trial accounts, how many to convert now (one a batch): see `convert_oldest`
 
     def burst(self, accounts: int) -> None:
-        """A cohort of sign-ups now: new, busy accounts rank high and enroll together, so actions are in flight
-        while a fault happens. (Which accounts and events come stays fixed by the seed; only when they come.)"""
+        """A cohort of sign-ups now: new accounts that, while few others are live, rank high and enroll together,
+        so actions are in flight while a fault happens. (Which accounts and events come stays fixed by the seed; only
+        when they come.)"""
         self.bursts += accounts
 
     def convert_oldest(self, accounts: int) -> None:
-        """The oldest trial accounts not yet converted become customers now. The first accounts enroll early in any
-        run, so their goal-reached actions are sure to be in flight, unlike a late cohort's enrollments, which
-        depend on how the newcomers rank among every account by then."""
+        """The oldest trial accounts not yet converted become customers now. Most of the first accounts enroll early
+        in a run, so their goal-reached actions come now. A late cohort's enrollments depend on how the newcomers
+        rank among every account by then: in one run none of them enrolled during the Slack storm."""
         self.conversions += accounts
 
     def batches(self) -> Iterator[Batch]:
