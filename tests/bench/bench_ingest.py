@@ -16,7 +16,9 @@ What it does, in one run:
    posts pre-built batches of BATCH events to /api/journy/batch for DURATION seconds (two minutes unless
    told otherwise: the rate is printed per INTERVAL too, so a rate that is not sustained shows); a third of the
    events name a user, a third an account, a third a user in its account, all existing identities
-   (each thread keeps its connection alive, as HTTP/1.1 SDK clients do);
+   (each thread keeps its connection alive, as HTTP/1.1 SDK clients do); meanwhile it reads from /proc where the
+   CPU went — gunicorn, PostgreSQL, the load process, the rest — and prints it per request with the machine's idle
+   share: what a rate that misses its target would take, and whether the server or the machine is short;
 5. stops gunicorn and COPYs as many equivalent rows (same metadata, resolved ids) into signals_event with
    psycopg2 copy_expert, COPY_BATCH rows per statement and transaction, and prints the ratio HTTP/COPY.
 
@@ -485,6 +487,63 @@ def run_copy(url: str, batches: list[list[dict[str, Any]]], tenant_slug: str, ro
 # Main
 
 
+@dataclass
+class CpuSample:
+    """CPU time (clock ticks) by role, and the machine's total and idle ticks, at one instant (Linux /proc)."""
+
+    ticks: dict[str, int]
+    total: int
+    idle: int
+
+
+def _processes() -> Iterator[tuple[int, int, int, str]]:
+    """(pid, parent pid, user + system ticks, command line) of every process readable in /proc."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (name) ": state, ppid, ...
+        yield int(entry.name), int(fields[1]), int(fields[11]) + int(fields[12]), command
+
+
+def cpu_sample(server_pid: int, load_pid: int | None) -> CpuSample | None:
+    """Where the CPU goes: gunicorn (the master and its workers), PostgreSQL (every "postgres" process: backends,
+    WAL writer, checkpointer), the load process, and the rest. None where there is no /proc."""
+    if not Path("/proc/stat").exists():
+        return None
+    processes = list(_processes())
+    children: dict[int, list[int]] = {}
+    for pid, parent, _ticks, _command in processes:
+        children.setdefault(parent, []).append(pid)
+    gunicorn, stack = set(), [server_pid]
+    while stack:
+        pid = stack.pop()
+        gunicorn.add(pid)
+        stack.extend(children.get(pid, []))
+    ticks = {"gunicorn": 0, "postgres": 0, "load": 0, "rest": 0}
+    for pid, _parent, used, command in processes:
+        role = (
+            "gunicorn" if pid in gunicorn else "load" if pid == load_pid
+            else "postgres" if command.startswith("postgres") or "/bin/postgres " in command else "rest"
+        )  # fmt: skip
+        ticks[role] += used
+    jiffies = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return CpuSample(ticks=ticks, total=sum(jiffies), idle=jiffies[3] + jiffies[4])
+
+
+def cpu_per_request(before: CpuSample | None, after: CpuSample | None, requests: int) -> tuple[dict[str, float], float]:
+    """ms of CPU per request by role between two samples, and the share of the machine left idle."""
+    if before is None or after is None or not requests or after.total <= before.total:
+        return {}, float("nan")
+    hertz = os.sysconf("SC_CLK_TCK")
+    per_request = {role: (after.ticks[role] - before.ticks[role]) / hertz * 1000 / requests for role in after.ticks}
+    return per_request, (after.idle - before.idle) / (after.total - before.total)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -596,8 +655,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(~{bytes_per_event:.0f} B each as JSON), 1/3 user, 1/3 account, 1/3 user-in-account, "
             f"pool {args.users} users / {args.accounts} accounts (all existing)"
         )
+        cpu_before = cpu_sample(server.pid, loader.pid)
         pipe.send(args.duration)
         load: LoadResult = pipe.recv()
+        cpu, idle = cpu_per_request(cpu_before, cpu_sample(server.pid, loader.pid), load.requests)
         pipe.send(None)
         loader.join(10)
         stop_process(server)
@@ -620,6 +681,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  sustained  events/s per {min(args.interval, load.seconds):.0f} s: {each} "
             f"(lowest {min(rates):,.0f}, {min(rates) / http_rate:.0%} of the mean)"
         )
+        if cpu:
+            parts = ", ".join(f"{role} {ms:.2f}" for role, ms in cpu.items())
+            say(f"  CPU        ms per request: {parts} (total {sum(cpu.values()):.2f}); machine idle {idle:.1%}")
         for sample in load.error_samples:
             say(f"  error      {sample}")
 
@@ -647,6 +711,8 @@ def main(argv: list[str] | None = None) -> int:
                 "p99_ms": round(percentile(lat, 99), 1),
                 "copy_rows_per_s": round(copy_rate),
                 "ratio": round(http_rate / copy_rate, 4),
+                "cpu_ms_per_request": {role: round(ms, 2) for role, ms in cpu.items()},
+                "idle": round(idle, 3) if cpu else None,
             }
             say(json.dumps(figures))
         return 0 if load.errors == 0 else 1
