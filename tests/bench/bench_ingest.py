@@ -497,7 +497,9 @@ class CpuSample:
 
 
 def _processes() -> Iterator[tuple[int, int, int, str]]:
-    """(pid, parent pid, user + system ticks, command line) of every process readable in /proc."""
+    """(pid, parent pid, CPU ticks, command line) of every process readable in /proc. The ticks are the process's own
+    and those of its children it has reaped: PostgreSQL replaces a backend when Django closes a connection (after
+    DB_CONN_MAX_AGE), and the backend's time then lives on in the postmaster's."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -507,7 +509,7 @@ def _processes() -> Iterator[tuple[int, int, int, str]]:
         except OSError:  # gone meanwhile
             continue
         fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (name) ": state, ppid, ...
-        yield int(entry.name), int(fields[1]), int(fields[11]) + int(fields[12]), command
+        yield int(entry.name), int(fields[1]), sum(int(value) for value in fields[11:15]), command
 
 
 def cpu_sample(server_pid: int, load_pid: int | None) -> CpuSample | None:
