@@ -496,6 +496,13 @@ class CpuSample:
     idle: int
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after "pid (name) ": state, parent pid, ...; user and system ticks at [11:13],
+    those of reaped children at [13:15]."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2 :].split()
+
+
 def _processes() -> Iterator[tuple[int, int, int, str]]:
     """(pid, parent pid, CPU ticks, command line) of every process readable in /proc. The ticks are the process's own
     and those of its children it has reaped: PostgreSQL replaces a backend when Django closes a connection (after
@@ -504,11 +511,10 @@ def _processes() -> Iterator[tuple[int, int, int, str]]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
+            fields = proc_stat(entry.name)
             command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (name) ": state, ppid, ...
         yield int(entry.name), int(fields[1]), sum(int(value) for value in fields[11:15]), command
 
 

@@ -48,6 +48,7 @@ from tests.bench.bench_ingest import (
     body_of,
     database_url_named,
     manage,
+    proc_stat,
     recreate_database,
     wsgi_call,
 )
@@ -125,7 +126,7 @@ def backend_cpu() -> float:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         [(pid,)] = cursor.fetchall()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
