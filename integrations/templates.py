@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -119,3 +119,30 @@ def template_errors(template: Any, properties: Mapping[str, Mapping[str, str]], 
     except TemplateInvalid as exc:
         return str(exc)
     return None
+
+
+# What a template reads that a rescore writes: scores, their reasons, activation (in the scores' details).
+SCORED_NAMES = frozenset({"score", "reasons", "activation"})
+
+
+def template_reads_scores(template: Any) -> bool:
+    """Whether `template` can show something a rescore writes (`account.score…`, `account.reasons…`,
+    `account.activation`, `user.score…`). Conservative: an `account` or `user` used whole (printed, looped over,
+    assigned) or indexed by a computed key counts as reading them; a template that does not parse reads nothing."""
+    if not isinstance(template, str):
+        return False
+    try:
+        tree = _ENV.parse(template)
+    except TemplateSyntaxError:
+        return False
+    entities = [node for node in tree.find_all(nodes.Name) if node.name in ("account", "user")]
+    narrowed = 0
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        if not (isinstance(node.node, nodes.Name) and node.node.name in ("account", "user")):
+            continue
+        key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if not isinstance(key, str) or key in SCORED_NAMES:
+            return True
+        narrowed += 1
+    return narrowed < len(entities)

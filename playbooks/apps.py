@@ -3,10 +3,16 @@ from typing import Any
 from django.apps import AppConfig
 
 
-def _changes_process(tenant: Any, entities: list[tuple[str, int]]) -> None:
+def _changes_process_unscored(tenant: Any, entities: list[tuple[str, int]]) -> None:
     from playbooks.services import changes_process
 
-    changes_process(tenant, entities)
+    changes_process(tenant, entities, scores=False)
+
+
+def _changes_process_scored(tenant: Any, entities: list[tuple[str, int]]) -> None:
+    from playbooks.services import changes_process
+
+    changes_process(tenant, entities, scores=True)
 
 
 class PlaybooksConfig(AppConfig):
@@ -26,5 +32,7 @@ class PlaybooksConfig(AppConfig):
         from signals import processing
 
         panels.register(playbooks_panel, order=60)
-        # After rollups (10) and scores (100): conditions read both.
-        processing.register(_changes_process, order=200)
+        # Playbooks that read no score after the rollups (10), committed before the rescore (100) starts; those
+        # that read scores after it (ADR 0028).
+        processing.register(_changes_process_unscored, order=50)
+        processing.register(_changes_process_scored, order=200)

@@ -449,6 +449,12 @@ def events_read(condition: Condition) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def reads_scores(condition: Condition) -> bool:
+    """Whether the condition reads what a rescore writes: a score, or activation (kept in the scores' details)."""
+    fields = (leaf.field for leaf in iter_leaves(condition) if not isinstance(leaf, EventTest))
+    return any(name == "account.activation" or field_ref(name).source == "score" for name in fields)
+
+
 def reads_time(condition: Condition) -> bool:
     """Whether the result can change with time alone (relative dates, event windows) — sweeps re-check these."""
     return any(isinstance(leaf, EventTest) or leaf.op in RELATIVE_OPS for leaf in iter_leaves(condition))

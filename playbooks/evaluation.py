@@ -12,9 +12,10 @@ from typing import Any
 from django.db.models import QuerySet
 
 from accounts.models import Account, EndUser, EntityType, Membership
+from integrations.templates import template_reads_scores
 from playbooks import catalogue as data_catalogue
 from playbooks.compiler import condition_filter
-from playbooks.conditions import ConditionInvalid, entities_read, events_read
+from playbooks.conditions import ConditionInvalid, entities_read, events_read, reads_scores
 from playbooks.conditions import parse as condition_parse
 from playbooks.models import Enrollment, EnrollmentStatus, Playbook, PlaybookStatus, PlaybookVersion
 from plgapp.models import Tenant
@@ -79,10 +80,12 @@ def preview(*, tenant: Tenant, obj: str, condition: Any, now: datetime, sample: 
 class Reads:
     """What a playbook's entry and goal conditions read: the entity families ("account", "user", "membership")
     and the event names whose events alone can move them (None: any event can — a score, activation, a seen
-    time)."""
+    time). `scores`: whether anything of the playbook — those conditions, its actions' `users_where` or their
+    templates — reads what a rescore writes; such a playbook is evaluated only after the round's rescore."""
 
     families: frozenset[str]
     events: frozenset[str] | None
+    scores: bool = False
 
 
 @lru_cache(maxsize=1024)
@@ -91,19 +94,40 @@ def _reads_of(version_id: int, tenant_id: int) -> Reads:
     definition = PlaybookVersion.objects.for_tenant(tenant_id).values_list("definition", flat=True).get(pk=version_id)
     reads = Reads(frozenset(), frozenset())
     for raw in (definition.get("entry"), definition.get("goal")):
-        if raw is None:
-            continue
-        try:
-            condition = condition_parse(raw)
-        except ConditionInvalid:
-            continue
-        reads = _joined(reads, Reads(frozenset(entities_read(condition)), events_read(condition)))
+        condition = _parsed(raw)
+        if condition is not None:
+            reads = _joined(reads, Reads(frozenset(entities_read(condition)), events_read(condition),
+                                         reads_scores(condition)))  # fmt: skip
+    if not reads.scores and _actions_read_scores(definition):
+        reads = Reads(reads.families, reads.events, scores=True)
     return reads
+
+
+def _parsed(raw: Any) -> Any:
+    if raw is None:
+        return None
+    try:
+        return condition_parse(raw)
+    except ConditionInvalid:
+        return None
+
+
+def _actions_read_scores(definition: dict[str, Any]) -> bool:
+    """Whether an action of any phase picks its users by a score, or shows one in a text parameter (every text
+    parameter is a template)."""
+    for phase in ("actions", "on_goal", "on_timeout"):
+        for action in definition.get(phase) or ():
+            users_where = _parsed(action.get("users_where"))
+            if users_where is not None and reads_scores(users_where):
+                return True
+            if any(template_reads_scores(value) for value in (action.get("params") or {}).values()):
+                return True
+    return False
 
 
 def _joined(one: Reads, other: Reads) -> Reads:
     events = None if one.events is None or other.events is None else one.events | other.events
-    return Reads(one.families | other.families, events)
+    return Reads(one.families | other.families, events, one.scores or other.scores)
 
 
 def _moved(reads: Reads, entity: tuple[str, int], changes: RoundChanges | None) -> bool:
@@ -114,13 +138,15 @@ def _moved(reads: Reads, entity: tuple[str, int], changes: RoundChanges | None) 
 
 
 def affected_playbooks(
-    tenant: Tenant, entities: list[tuple[str, int]], changes: RoundChanges | None = None
-) -> dict[int, list[int]]:
+    tenant: Tenant, entities: list[tuple[str, int]], changes: RoundChanges | None = None, *,
+    scores: bool | None = None,
+) -> dict[int, list[int]]:  # fmt: skip
     """{active playbook id: entity ids to evaluate} for these changed entities — only playbooks whose
     conditions read what can have changed (an account change: account fields, scores and events; a user
     change: user fields and, for account playbooks, the user's accounts through users_where or scores).
     With the round's `changes`, an entity whose only change is events is left out of every playbook that
-    reads none of those events' names (a page view re-checks no playbook about reports)."""
+    reads none of those events' names (a page view re-checks no playbook about reports).
+    `scores`: only the playbooks that read scores (True) or only those that do not (False); None: all."""
     accounts = sorted({pk for entity_type, pk in entities if entity_type == EntityType.ACCOUNT})
     users = sorted({pk for entity_type, pk in entities if entity_type == EntityType.USER})
     if not accounts and not users:
@@ -153,6 +179,8 @@ def affected_playbooks(
     targets: dict[int, list[int]] = {}
     for pk, obj, _version in playbooks:
         read = reads[pk]
+        if scores is not None and read.scores != scores:
+            continue
         if obj == "account":
             # Account conditions read account fields, scores (which user activity moves) and events.
             if "account" not in read.families:

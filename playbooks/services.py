@@ -572,12 +572,14 @@ def due_runs(*, tenant: Tenant, now: datetime, limit: int = 1000) -> list[int]:
 # --- triggers and sweeps -------------------------------------------------------------------------------------
 
 
-def changes_process(tenant: Tenant, entities: list[tuple[str, int]]) -> None:
-    """Dirty-marks processor (after rollups and scores): evaluate the active playbooks these changes can
-    affect, in a task after commit (never inline in ingestion's processing)."""
+def changes_process(tenant: Tenant, entities: list[tuple[str, int]], *, scores: bool | None = None) -> None:
+    """Dirty-marks processor: evaluate the active playbooks these changes can affect, in a task after commit
+    (never inline in ingestion's processing). It runs twice a round (playbooks/apps.py): after the rollups for
+    the playbooks that read no score (`scores=False`), whose evaluation then need not wait for the rescore, and
+    after the rescore for those that do (`scores=True`)."""
     from playbooks.evaluation import affected_playbooks
 
-    targets = affected_playbooks(tenant, entities, round_changes())
+    targets = affected_playbooks(tenant, entities, round_changes(), scores=scores)
     tenant_id = tenant.pk
     for playbook_id, ids in targets.items():
         transaction.on_commit(functools.partial(_enqueue_evaluation, tenant_id, playbook_id, ids))

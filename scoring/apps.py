@@ -19,5 +19,8 @@ class ScoringConfig(AppConfig):
             kinds={"account": ("conversion", "churn"), "user": ("health",), "membership": ("champion",)},
         )
         panels.register(score_panel, order=10)
-        # After the rollups (which features read): rescore what changed, within a minute of new events.
-        processing.register(lambda tenant, entities: rescore_changed(tenant, entities, timezone.now()), order=100)
+        # After the rollups (which features read): rescore what changed, within a minute of new events. In a
+        # transaction of its own: what ran before is committed first, so playbooks that read no score are
+        # evaluated without waiting for the rescore (ADR 0028).
+        processing.register(lambda tenant, entities: rescore_changed(tenant, entities, timezone.now()), order=100,
+                            after_commit=True)  # fmt: skip

@@ -1,7 +1,11 @@
 """Consumers of dirty-entity marks (DESIGN §2). Each capability that derives data from changed entities
 registers a processor with an order: daily rollups first (`signals.rollups`, order 10), then whatever
 reads them (features and scores, playbook triggers; default order 100). A batch of marks goes to every
-processor in order, in one transaction, and a mark is cleared only after all of them handled it.
+processor in order, and a mark is cleared only after all of them handled it, in the round's last transaction.
+A round is one transaction unless a processor asks for its own (`after_commit`): the work before it is then
+committed first, so what reacts to that work (a task queued on commit) does not wait for the slow part
+(ADR 0028). Every processor recomputes from stored data, so a round that stops between its transactions is
+redone whole by the next one: the marks are still there.
 
 What keeps this correct without slowing ingestion down (ADR 0005, ADR 0014):
 - marks are read without row locks (in id order): ingestion never waits for a round. A re-mark always moves
@@ -41,6 +45,7 @@ CLAIM_BATCH = 2000
 PROCESSING_LOCK = 0x706C6770
 
 _orders: dict[Processor, int] = {}
+_after_commit: set[Processor] = set()
 
 
 @dataclass
@@ -65,9 +70,12 @@ def round_changes() -> RoundChanges | None:
     return _round.get()
 
 
-def register(processor: Processor, *, order: int = DEFAULT_ORDER) -> Processor:
-    """Add a processor. Lower `order` runs first; equal orders run in registration order."""
+def register(processor: Processor, *, order: int = DEFAULT_ORDER, after_commit: bool = False) -> Processor:
+    """Add a processor. Lower `order` runs first; equal orders run in registration order. `after_commit`: the
+    processor and those after it run in a new transaction, once the round's earlier work is committed."""
     _orders[processor] = order
+    if after_commit:
+        _after_commit.add(processor)
     if processor not in PROCESSORS:
         PROCESSORS.append(processor)
     PROCESSORS.sort(key=lambda item: _orders.get(item, DEFAULT_ORDER))  # stable sort
@@ -129,26 +137,45 @@ def dirty_entities_drain(
     while True:
         if not first and deadline is not None and time.monotonic() >= deadline:
             return Drained(cleared, stopped=True)
-        with transaction.atomic():
-            if wait:
-                tenant_processing_lock(tenant)
-            elif not tenant_processing_lock_try(tenant):
-                return Drained(cleared, busy=True)
-            if first and on_hold is not None:
-                on_hold()
-            first = False
-            marks = _marks_claim(tenant)
-            if not marks:
-                return Drained(cleared)
-            entities = [(entity_type, entity_id) for _pk, entity_type, entity_id, _at, _changed in marks]
-            changes = RoundChanges(fields_changed={(kind, pk) for _pk, kind, pk, _at, changed in marks if changed})
-            token = _round.set(changes)
-            try:
-                for processor in PROCESSORS:
-                    processor(tenant, entities)
-            finally:
-                _round.reset(token)
-            cleared += _marks_clear(tenant, [(pk, marked_at) for pk, _type, _id, marked_at, _changed in marks])
+        marks: list[tuple[int, str, int, datetime, bool]] = []
+        changes = RoundChanges()
+        phases = _phases()
+        for number, phase in enumerate(phases):
+            with transaction.atomic():
+                # Each transaction takes the tenant again: between two of them someone else may hold it (an
+                # ingestion merge, or another run that found it free); this round's marks then wait for a later one.
+                if wait:
+                    tenant_processing_lock(tenant)
+                elif not tenant_processing_lock_try(tenant):
+                    return Drained(cleared, busy=True)
+                if number == 0:
+                    if first and on_hold is not None:
+                        on_hold()
+                    first = False
+                    marks = _marks_claim(tenant)
+                    if not marks:
+                        return Drained(cleared)
+                    changes = RoundChanges(fields_changed={(kind, pk) for _pk, kind, pk, _at, changed in marks
+                                                           if changed})  # fmt: skip
+                entities = [(entity_type, entity_id) for _pk, entity_type, entity_id, _at, _changed in marks]
+                token = _round.set(changes)
+                try:
+                    for processor in phase:
+                        processor(tenant, entities)
+                finally:
+                    _round.reset(token)
+                if number == len(phases) - 1:
+                    cleared += _marks_clear(tenant, [(pk, marked_at) for pk, _type, _id, marked_at, _ch in marks])
+
+
+def _phases() -> list[list[Processor]]:
+    """The processors in order, cut before each one registered `after_commit`: one transaction per part."""
+    phases: list[list[Processor]] = [[]]
+    for processor in PROCESSORS:
+        if processor in _after_commit and phases[-1]:
+            phases.append([])
+        phases[-1].append(processor)
+    return phases
 
 
 def _marks_claim(tenant: Tenant) -> list[tuple[int, str, int, datetime, bool]]:

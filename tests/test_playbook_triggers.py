@@ -15,6 +15,7 @@ import pytest
 from accounts.models import Account, DirtyEntity, EndUser, EntityType
 from playbooks import services as playbook_services
 from playbooks.services import playbook_create, playbook_transition
+from scoring.models import Score
 from signals.processing import dirty_entities_process
 from tests.conftest import TenantWorld
 from tests.test_ingest_journy import Journy
@@ -192,3 +193,72 @@ def test_goals_of_enrollments_on_an_older_version_are_re_checked_by_the_events_t
     journy.track({"account": {"accountId": "a1"}}, "upgraded", triggeredAt=ALL_DAY)
 
     assert evaluated(tenant_a, django_capture_on_commit_callbacks, {**playbooks, "upgrades": pk})["upgrades"] == [a1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_playbooks_reading_no_score_are_queued_before_the_rescore_and_the_others_after_it(
+    tenant_a: TenantWorld, journy: Journy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round commits the rollups and queues the evaluations of the playbooks that read no score, then rescores
+    in a second transaction and queues those that read a score — in a condition, or in a message (ADR 0028).
+    Each evaluation is recorded as it is queued, with whether the new account's score is committed by then."""
+    names = {
+        _activate(tenant_a, "Reports", {"event": "report_created", "of": "account", "within_days": 7, "op": "gte",
+                                        "value": 1}): "reports",
+        _activate(tenant_a, "Score", {"field": "account.score.conversion", "op": "gte", "value": 0}): "score",
+    }  # fmt: skip
+    message = "{{ account.name }} at {{ account.score.conversion }}"
+    shows_score = {"object": "account", "reentry": "never",
+                   "entry": {"event": "report_created", "of": "account", "within_days": 7, "op": "gte", "value": 1},
+                   "actions": [{"id": "log", "type": "log", "params": {"message": message}}]}  # fmt: skip
+    shown = playbook_create(tenant=tenant_a.tenant, name="Shows", definition=shows_score, created_by=None, now=T0)
+    playbook_transition(tenant=tenant_a.tenant, playbook_id=shown.pk, action="activate", now=T0)
+    names[shown.pk] = "shows score"
+    queued: list[tuple[str, bool]] = []
+
+    def record(tenant_id: int, playbook_id: int, ids: list[int]) -> None:
+        scores = Score.objects.for_tenant(tenant_id).filter(kind="conversion", entity_type="account", entity_id__in=ids)
+        queued.append((names[playbook_id], scores.exists()))
+
+    monkeypatch.setattr(playbook_services, "_enqueue_evaluation", record)
+    assert journy.upsert_account({"accountId": "a3"}, {"stage": "Trial"}).status_code < 300  # scored for conversion
+    journy.track({"account": {"accountId": "a3"}}, "report_created", triggeredAt=ALL_DAY)
+    dirty_entities_process(tenant_id=tenant_a.tenant.pk)
+
+    assert queued == [("reports", False), ("score", True), ("shows score", True)]
+    assert not DirtyEntity.objects.for_tenant(tenant_a.tenant).exists()
+
+
+@pytest.mark.parametrize(
+    ("template", "reads"),
+    [
+        ("{{ account.name }} ({{ account.properties.plan }}) is a PQA", False),
+        ("{{ user.email }}, {{ membership.role }}", False),
+        ("{{ account.score.conversion | percent }}", True),
+        ("{{ account.reasons.conversion | reasons }}", True),
+        ("{{ account['activation'] }}", True),
+        ("{{ user.score.health }}", True),
+        ("{{ account }}", True),  # the whole account, scores and all
+        ("{% for key in user %}{{ key }}{% endfor %}", True),
+        ("{% set a = account %}{{ a.name }}", True),
+        ("{{ account[playbook.name] }}", True),  # a computed key may name a score
+    ],
+)
+def test_a_template_reads_scores_when_it_can_show_one(template: str, reads: bool) -> None:
+    from integrations.templates import template_reads_scores
+
+    assert template_reads_scores(template) is reads
+
+
+def test_actions_that_pick_users_by_a_score_or_show_one_make_the_playbook_wait_for_the_rescore() -> None:
+    from playbooks.evaluation import _actions_read_scores
+
+    def definition(**action: Any) -> dict[str, Any]:
+        return {"on_timeout": [{"id": "a", "type": "hubspot.create_task", "params": {"subject": "Call"}, **action}]}
+
+    healthy = {"field": "user.score.health", "op": "gt", "value": 0.5}
+    admins = {"field": "membership.role", "op": "in", "value": ["Admin", "Owner"]}
+    assert _actions_read_scores(definition(target="users", users_where=healthy))
+    assert not _actions_read_scores(definition(target="users", users_where=admins))
+    assert _actions_read_scores(definition(params={"subject": "{{ account.name }}: {{ account.reasons.churn }}"}))
+    assert not _actions_read_scores(definition(params={"subject": "{{ account.name }}", "list_id": 7}))

@@ -63,6 +63,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> list[processing.Processor]:
     processors: list[processing.Processor] = []
     monkeypatch.setattr(processing, "PROCESSORS", processors)
     monkeypatch.setattr(processing, "_orders", {})
+    monkeypatch.setattr(processing, "_after_commit", set())
     processing.register(rollups_process, order=ROLLUPS_ORDER)
     return processors
 
@@ -532,6 +533,46 @@ def test_processors_run_in_order_so_readers_see_fresh_rollups(
 
     assert registry == [rollups_process, reader, late]
     assert seen == [("x", 1), ("late", 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_processor_after_a_commit_finds_the_earlier_work_committed_and_a_round_cut_there_is_redone(
+    tenant_a: TenantWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`after_commit` (ADR 0028): the rollups are committed — another connection sees them — before the later
+    processor runs. If the tenant is taken in between, the round stops there and keeps its marks, so the next
+    round recomputes the rollups (no change) and runs the later processor."""
+    seen: list[int] = []
+
+    def committed_rollups() -> int:
+        counted: list[int] = []
+
+        def count() -> None:
+            try:
+                with rls.tenant(tenant_a.tenant.pk):
+                    counted.append(DailyRollup.objects.for_tenant(tenant_a.tenant).count())
+            finally:
+                connection.close()
+
+        reader = threading.Thread(target=count)
+        reader.start()
+        reader.join(20)
+        return counted[0]
+
+    processing.register(lambda tenant, entities: seen.append(committed_rollups()), after_commit=True)
+    Journy(tenant_a).track({"user": {"userId": "u1"}}, "x", triggeredAt="2026-03-10T10:00:00Z")
+    answers = iter([True, False])  # free for the rollups, then someone takes the tenant; free again after
+    monkeypatch.setattr(processing, "tenant_processing_lock_try", lambda tenant: next(answers, True))
+
+    assert processing.dirty_entities_drain(tenant_id=tenant_a.tenant.pk, wait=False) == processing.Drained(busy=True)
+    assert seen == []
+    assert committed_rollups() == 1
+    assert DirtyEntity.objects.for_tenant(tenant_a.tenant).count() == 1
+
+    assert processing.dirty_entities_drain(tenant_id=tenant_a.tenant.pk, wait=False) == processing.Drained(1)
+    assert seen == [1]
+    assert stored(tenant_a.tenant) == recomputed(tenant_a.tenant)
+    assert not DirtyEntity.objects.for_tenant(tenant_a.tenant).exists()
 
 
 @pytest.mark.django_db(transaction=True)
