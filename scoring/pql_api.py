@@ -125,8 +125,11 @@ class PqlListView(TenantScopedAPIView):
             raw_limit = request.query_params.get("limit") or str(DEFAULT_LIMIT)
             if not (raw_limit.isascii() and raw_limit.isdigit()):
                 raise PqlQueryInvalid({"limit": f"a whole number from 1 to {MAX_LIMIT}"})
+            # orjson writes the stored JSON of reasons, details and properties as it is; DRF's browsable page
+            # encodes with the standard library, which needs them decoded.
+            as_stored = isinstance(request.accepted_renderer, FastJSONRenderer)
             page = pql_page(tenant=self.tenant, filters=filters, cursor=request.query_params.get("cursor"),
-                            limit=int(raw_limit), now=now)  # fmt: skip
+                            limit=int(raw_limit), now=now, as_stored=as_stored)  # fmt: skip
         except PqlQueryInvalid as exc:
             raise ValidationError(exc.fields) from exc
         return Response({"next": self._link(request, page.next_cursor),

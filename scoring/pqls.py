@@ -44,11 +44,14 @@ class PqlFilters:
 
 @dataclass
 class PqlUser:
+    """One user of a listed account. With `as_stored` (the JSON API), `membership` and the scores' `reasons` and
+    `details` are the stored JSON as it is (`orjson.Fragment`), not decoded values: see `account_users`."""
+
     id: int
     external_id: str | None
     email: str | None
     role: str | None
-    membership: dict[str, Any]
+    membership: dict[str, Any] | orjson.Fragment
     health: dict[str, Any] | None
     champion: dict[str, Any] | None
 
@@ -149,7 +152,9 @@ def trial_stages(tenant: Tenant) -> tuple[str, ...]:
     return tuple(settings_get(tenant=tenant)["stages"]["trial"])
 
 
-def pql_page(*, tenant: Tenant, filters: PqlFilters, cursor: str | None, limit: int, now: datetime) -> PqlPage:
+def pql_page(
+    *, tenant: Tenant, filters: PqlFilters, cursor: str | None, limit: int, now: datetime, as_stored: bool = False
+) -> PqlPage:
     if not 1 <= limit <= MAX_LIMIT:
         raise PqlQueryInvalid({"limit": f"from 1 to {MAX_LIMIT}"})
     if filters.min_score is not None and not 0 <= filters.min_score <= 1:
@@ -164,7 +169,7 @@ def pql_page(*, tenant: Tenant, filters: PqlFilters, cursor: str | None, limit: 
     ranked = ranked[:limit] if before is None else ranked[-limit:]
     has_next = more if before is None else True
     has_previous = (cursor is not None) if before is None else more
-    rows = pql_rows(tenant, ranked)
+    rows = pql_rows(tenant, ranked, as_stored=as_stored)
     return PqlPage(
         rows=rows,
         next_cursor=cursor_encode(*ranked[-1], "n") if ranked and has_next else None,
@@ -184,12 +189,12 @@ def pql_iter(*, tenant: Tenant, filters: PqlFilters, now: datetime, batch: int =
         after = ranked[-1]
 
 
-def pql_rows(tenant: Tenant, ranked: Sequence[tuple[float, int]]) -> list[PqlAccount]:
+def pql_rows(tenant: Tenant, ranked: Sequence[tuple[float, int]], *, as_stored: bool = False) -> list[PqlAccount]:
     ids = [pk for _value, pk in ranked]
     accounts = Account.objects.for_tenant(tenant).in_bulk(ids)
     scores = Score.objects.for_tenant(tenant).filter(kind="conversion", entity_type="account", entity_id__in=ids)
     conversions = {score.entity_id: score.as_dict() for score in scores}
-    users = account_users(tenant, ids)
+    users = account_users(tenant, ids, as_stored=as_stored)
     rows = []
     for value, pk in ranked:
         account = accounts.get(pk)
@@ -201,17 +206,22 @@ def pql_rows(tenant: Tenant, ranked: Sequence[tuple[float, int]]) -> list[PqlAcc
 
 
 def account_users(tenant: Tenant, account_ids: Sequence[int], *, per_account: int = USERS_PER_ACCOUNT,
-                  include_former: bool = False) -> dict[int, list[PqlUser]]:  # fmt: skip
+                  include_former: bool = False, as_stored: bool = False) -> dict[int, list[PqlUser]]:  # fmt: skip
     """Each account's users ranked by champion score, then health, then email: who to call, with their role there.
 
     The database ranks each account's memberships and hands back only the first `per_account` with the columns
     shown (one statement, an index lookup per membership): building every membership, user and score as a model
-    instance cost most of a page of large accounts (docs/benchmarks.md, PQL list)."""
+    instance cost most of a page of large accounts (docs/benchmarks.md, PQL list).
+
+    `as_stored`: the membership properties and the scores' reasons and details stay the JSON text PostgreSQL
+    hands over, as `orjson.Fragment`s that orjson writes as they are. A page of the JSON API holds ~440 users
+    with two scores each; decoding ~2,200 such values only to encode them again was a third of its Python time.
+    For orjson only: templates and other encoders need the decoded values."""
     if not account_ids:
         return {}
     score = "value, percentile, grade, reasons, model_version, rule_based, computed_at, details"
     statement = f"""
-        SELECT r.account_id, r.user_id, r.external_id, r.email, r.properties,
+        SELECT r.account_id, r.user_id, r.external_id, r.email, r.properties, r.properties ->> 'role',
                {", ".join(f"r.h_{c}" for c in score.split(", "))}, {", ".join(f"r.c_{c}" for c in score.split(", "))}
         FROM unnest(%(ids)s::bigint[]) AS acc(id)
         CROSS JOIN LATERAL (
@@ -231,30 +241,39 @@ def account_users(tenant: Tenant, account_ids: Sequence[int], *, per_account: in
     """  # noqa: S608 - identifiers from model metadata, values bound
     params = {"ids": list(account_ids), "per_account": per_account}
     found: dict[int, list[PqlUser]] = {}
+    decode = _stored if as_stored else _decoded
     for row in Membership.objects.sql(tenant, statement, params):
-        account_id, user_id, external_id, email, raw_properties = row[:5]
-        properties = _json(raw_properties) or {}
-        role = properties.get("role")
+        account_id, user_id, external_id, email, properties, role = row[:6]
         found.setdefault(int(account_id), []).append(PqlUser(
-            id=int(user_id), external_id=external_id, email=email, role=str(role) if role is not None else None,
-            membership=properties, health=_score(row[5:13]), champion=_score(row[13:21]),
+            id=int(user_id), external_id=external_id, email=email, role=role,
+            membership=decode(properties, "{}"), health=_score(row[6:14], decode),
+            champion=_score(row[14:22], decode),
         ))  # fmt: skip
     return found
 
 
-def _json(value: Any) -> Any:
-    """A jsonb column read by plain SQL (Django's connection hands them over as text)."""
+def _decoded(value: Any, empty: str) -> Any:
+    """A jsonb column read by plain SQL (Django's connection hands them over as text), decoded."""
+    if value is None:
+        return orjson.loads(empty)
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _score(columns: Sequence[Any]) -> dict[str, Any] | None:
+def _stored(value: Any, empty: str) -> orjson.Fragment:
+    """A jsonb column read by plain SQL, as the text stored (see `account_users`)."""
+    if value is None:
+        return orjson.Fragment(empty)
+    return orjson.Fragment(value if isinstance(value, str | bytes) else orjson.dumps(value))
+
+
+def _score(columns: Sequence[Any], decode: Any) -> dict[str, Any] | None:
     """A score's columns (Score.as_dict's fields, in `account_users`' order) as the API shows it; None if absent."""
     value, percentile, grade, reasons, model_version, rule_based, computed_at, details = columns
     if value is None:
         return None
-    return score_dict(value=value, percentile=percentile, grade=grade, reasons=_json(reasons) or [],
+    return score_dict(value=value, percentile=percentile, grade=grade, reasons=decode(reasons, "[]"),
                       model_version=model_version, rule_based=rule_based, computed_at=computed_at,
-                      details=_json(details) or {})  # fmt: skip
+                      details=decode(details, "{}") if details not in (None, "{}", {}) else {})  # fmt: skip
 
 
 CSV_COLUMNS = ("rank", "account_id", "external_id", "name", "domain", "stage", "conversion", "percentile", "grade",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -273,3 +274,42 @@ def test_with_hubspot_connected_each_account_opens_in_the_portal_by_domain(
     assert tested.account_name == f"HubSpot portal {portal}"
     html = rep.get(f"/t/{tenant_a.slug}/pqls/").content.decode()
     assert f"https://app.hubspot.com/contacts/{portal}/companies/list/view/all/?query=acme.test" in html
+
+
+@pytest.mark.django_db
+def test_the_json_api_writes_stored_reasons_details_and_properties_as_the_decoded_list_shows_them(
+    tenant_a: TenantWorld, secret_client: Callable[[TenantWorld], APIClient]
+) -> None:
+    """The API hands orjson the stored JSON text of the users' membership properties and scores' reasons and
+    details (`as_stored`); the document must be the one the decoded values give (what the page and the browsable
+    API read), unicode, nesting, empty details and missing scores included."""
+    from scoring.pql_api import pql_json
+    from scoring.pqls import PqlFilters, pql_page
+
+    acme = scored(tenant_a, "acme", 0.91, users=(("ann@acme.test", "Member", 0.9, 0.3),))
+    user = EndUser.objects.for_tenant(tenant_a.tenant).create(email="zoë@acme.test", external_id="zoe")
+    now = timezone.now()
+    Membership.objects.for_tenant(tenant_a.tenant).create(
+        account=acme, end_user=user, joined_at=now, state_changed_at=now,
+        properties={"role": "Propriétaire ✓", "teams": [{"name": "Ops", "size": 3.5}], "admin": True, "none": None},
+    )  # fmt: skip
+    reasons = [{"feature": "reports", "text": 'rapports 4 fois — "peers"', "direction": "-", "weight": -0.125}]
+    Score.objects.for_tenant(tenant_a.tenant).create(
+        kind="health", entity_type="user", entity_id=user.pk, value=0.123456, percentile=12, grade=1,
+        reasons=reasons, details={"activation": 0.25, "nested": {"a": [1, 2]}}, computed_at=now,
+    )  # fmt: skip
+
+    body = secret_client(tenant_a).get(URL).json()
+
+    decoded = pql_page(tenant=tenant_a.tenant, filters=PqlFilters(), cursor=None, limit=50, now=now)
+    assert body["results"] == json.loads(json.dumps([pql_json(row) for row in decoded.rows], default=str))
+    zoe = next(u for u in body["results"][0]["users"] if u["external_id"] == "zoe")
+    assert zoe["role"] == "Propriétaire ✓"
+    assert zoe["properties"]["teams"] == [{"name": "Ops", "size": 3.5}]
+    assert zoe["scores"] == {"health": {
+        "value": 0.1235, "percentile": 12, "grade": 1, "reasons": reasons, "model_version": None, "rule_based": False,
+        "computed_at": now.isoformat().replace("+00:00", "Z"), "details": {"activation": 0.25, "nested": {"a": [1, 2]}},
+    }}  # fmt: skip
+    ann = next(u for u in body["results"][0]["users"] if u["external_id"] == "ann")
+    assert "details" not in ann["scores"]["health"]
+    assert ann["scores"]["health"]["reasons"] == []
