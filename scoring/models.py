@@ -148,8 +148,9 @@ class Score(TenantScopedModel):
 
 
 def score_dict(*, value: float, percentile: int, grade: int, reasons: list[Any], model_version: int | None,
-               rule_based: bool, computed_at: datetime, details: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """SCORE as the API shows it (DESIGN §7), from a Score or from the same columns read by plain SQL."""
+               rule_based: bool, computed_at: datetime | str, details: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """SCORE as the API shows it (DESIGN §7), from a Score or from the same columns read by plain SQL (which may
+    hand over `computed_at` already written, scoring.pqls._iso_utc)."""
     return {
         "value": round(value, 4),
         "percentile": percentile,
@@ -157,7 +158,7 @@ def score_dict(*, value: float, percentile: int, grade: int, reasons: list[Any],
         "reasons": reasons,
         "model_version": model_version,
         "rule_based": rule_based,
-        "computed_at": computed_at.isoformat().replace("+00:00", "Z"),
+        "computed_at": computed_at if isinstance(computed_at, str) else computed_at.isoformat().replace("+00:00", "Z"),
         **({"details": details} if details else {}),
     }
 

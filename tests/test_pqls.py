@@ -296,7 +296,7 @@ def test_the_json_api_writes_stored_reasons_details_and_properties_as_the_decode
     reasons = [{"feature": "reports", "text": 'rapports 4 fois — "peers"', "direction": "-", "weight": -0.125}]
     Score.objects.for_tenant(tenant_a.tenant).create(
         kind="health", entity_type="user", entity_id=user.pk, value=0.123456, percentile=12, grade=1,
-        reasons=reasons, details={"activation": 0.25, "nested": {"a": [1, 2]}}, computed_at=now,
+        reasons=reasons, details={"activation": 0.25, "nested": {"a": [1, 2]}}, computed_at=now.replace(microsecond=0),
     )  # fmt: skip
 
     body = secret_client(tenant_a).get(URL).json()
@@ -308,8 +308,16 @@ def test_the_json_api_writes_stored_reasons_details_and_properties_as_the_decode
     assert zoe["properties"]["teams"] == [{"name": "Ops", "size": 3.5}]
     assert zoe["scores"] == {"health": {
         "value": 0.1235, "percentile": 12, "grade": 1, "reasons": reasons, "model_version": None, "rule_based": False,
-        "computed_at": now.isoformat().replace("+00:00", "Z"), "details": {"activation": 0.25, "nested": {"a": [1, 2]}},
+        "computed_at": now.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "details": {"activation": 0.25, "nested": {"a": [1, 2]}},
     }}  # fmt: skip
     ann = next(u for u in body["results"][0]["users"] if u["external_id"] == "ann")
     assert "details" not in ann["scores"]["health"]
     assert ann["scores"]["health"]["reasons"] == []
+    stored = Score.objects.for_tenant(tenant_a.tenant).get(kind="health", entity_id=pk_of_user(tenant_a, "ann"))
+    assert stored.computed_at.microsecond  # written with microseconds, as Python writes them
+    assert ann["scores"]["health"]["computed_at"] == stored.computed_at.isoformat().replace("+00:00", "Z")
+
+
+def pk_of_user(world: TenantWorld, external_id: str) -> int:
+    return EndUser.objects.for_tenant(world.tenant).get(external_id=external_id).pk
