@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -192,8 +192,7 @@ def pql_iter(*, tenant: Tenant, filters: PqlFilters, now: datetime, batch: int =
 def pql_rows(tenant: Tenant, ranked: Sequence[tuple[float, int]], *, as_stored: bool = False) -> list[PqlAccount]:
     ids = [pk for _value, pk in ranked]
     accounts = Account.objects.for_tenant(tenant).in_bulk(ids)
-    scores = Score.objects.for_tenant(tenant).filter(kind="conversion", entity_type="account", entity_id__in=ids)
-    conversions = {score.entity_id: score.as_dict() for score in scores}
+    conversions = _conversions(tenant, ids, as_stored=as_stored)
     users = account_users(tenant, ids, as_stored=as_stored)
     rows = []
     for value, pk in ranked:
@@ -203,6 +202,26 @@ def pql_rows(tenant: Tenant, ranked: Sequence[tuple[float, int]], *, as_stored: 
         owner = next((str(account.properties[k]) for k in OWNER_PROPERTIES if account.properties.get(k)), "")
         rows.append(PqlAccount(value, account, conversions.get(pk, {}), owner, users.get(pk, [])))
     return rows
+
+
+def _conversions(tenant: Tenant, account_ids: Sequence[int], *, as_stored: bool) -> dict[int, dict[str, Any]]:
+    """{account id: its conversion score as the API shows it}, read by plain SQL like the users' scores (no model
+    instances; the reasons as stored with `as_stored`). The details stay decoded: the list reads them."""
+    statement = f"""
+        SELECT s.entity_id, s.value, s.percentile, s.grade, s.reasons, s.model_version, s.rule_based,
+               {_iso_utc("s.computed_at")}, s.details
+        FROM {Score._meta.db_table} s
+        WHERE s.tenant_id = %(tenant)s AND s.kind = 'conversion' AND s.entity_type = 'account'
+          AND s.entity_id = ANY(%(ids)s::bigint[])
+    """  # noqa: S608 - identifiers from model metadata, values bound
+    decode: Callable[[Any, str], Any] = _stored if as_stored else _decoded
+    return {
+        int(pk): score_dict(value=value, percentile=percentile, grade=grade, reasons=decode(reasons, "[]"),
+                            model_version=model_version, rule_based=rule_based, computed_at=computed_at,
+                            details=_decoded(details, "{}"))
+        for pk, value, percentile, grade, reasons, model_version, rule_based, computed_at, details
+        in Score.objects.sql(tenant, statement, {"ids": list(account_ids)})
+    }  # fmt: skip
 
 
 def account_users(tenant: Tenant, account_ids: Sequence[int], *, per_account: int = USERS_PER_ACCOUNT,

@@ -303,6 +303,8 @@ def test_the_json_api_writes_stored_reasons_details_and_properties_as_the_decode
 
     decoded = pql_page(tenant=tenant_a.tenant, filters=PqlFilters(), cursor=None, limit=50, now=now)
     assert body["results"] == json.loads(json.dumps([pql_json(row) for row in decoded.rows], default=str))
+    conversion = Score.objects.for_tenant(tenant_a.tenant).get(kind="conversion", entity_id=acme.pk)
+    assert body["results"][0]["conversion"] == json.loads(json.dumps(conversion.as_dict()))  # as the model writes it
     zoe = next(u for u in body["results"][0]["users"] if u["external_id"] == "zoe")
     assert zoe["role"] == "Propriétaire ✓"
     assert zoe["properties"]["teams"] == [{"name": "Ops", "size": 3.5}]
