@@ -138,10 +138,10 @@ def template_reads_scores(template: Any) -> bool:
     entities = [node for node in tree.find_all(nodes.Name) if node.name in ("account", "user")]
     narrowed = 0
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        assert isinstance(node, nodes.Getattr | nodes.Getitem)
-        if not (isinstance(node.node, nodes.Name) and node.node.name in ("account", "user")):
+        target = getattr(node, "node", None)
+        if not (isinstance(target, nodes.Name) and target.name in ("account", "user")):
             continue
-        key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        key = node.attr if isinstance(node, nodes.Getattr) else getattr(getattr(node, "arg", None), "value", None)
         if not isinstance(key, str) or key in SCORED_NAMES:
             return True
         narrowed += 1

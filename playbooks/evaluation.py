@@ -4,7 +4,7 @@ and which playbooks a change can affect."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -99,7 +99,7 @@ def _reads_of(version_id: int, tenant_id: int) -> Reads:
             reads = _joined(reads, Reads(frozenset(entities_read(condition)), events_read(condition),
                                          reads_scores(condition)))  # fmt: skip
     if not reads.scores and _actions_read_scores(definition):
-        reads = Reads(reads.families, reads.events, scores=True)
+        reads = replace(reads, scores=True)
     return reads
 
 
@@ -166,6 +166,10 @@ def affected_playbooks(
     )
     for pk, version_id in older:
         reads[pk] = _joined(reads[pk], _reads_of(version_id, tenant.pk))
+    if scores is not None:  # this pass's half of the playbooks (ADR 0028): the other pass looks up the rest
+        playbooks = [playbook for playbook in playbooks if reads[playbook[0]].scores == scores]
+    if not playbooks:
+        return {}
     account_readers = [reads[pk] for pk, obj, _v in playbooks if obj == "account" and "account" in reads[pk].families]
     # A user's accounts matter only to account playbooks that its change can move.
     moving_users = [pk for pk in users if any(_moved(r, (EntityType.USER, pk), changes) for r in account_readers)]
@@ -179,8 +183,6 @@ def affected_playbooks(
     targets: dict[int, list[int]] = {}
     for pk, obj, _version in playbooks:
         read = reads[pk]
-        if scores is not None and read.scores != scores:
-            continue
         if obj == "account":
             # Account conditions read account fields, scores (which user activity moves) and events.
             if "account" not in read.families:

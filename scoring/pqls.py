@@ -208,20 +208,14 @@ def _conversions(tenant: Tenant, account_ids: Sequence[int], *, as_stored: bool)
     """{account id: its conversion score as the API shows it}, read by plain SQL like the users' scores (no model
     instances; the reasons as stored with `as_stored`). The details stay decoded: the list reads them."""
     statement = f"""
-        SELECT s.entity_id, s.value, s.percentile, s.grade, s.reasons, s.model_version, s.rule_based,
-               {_iso_utc("s.computed_at")}, s.details
+        SELECT s.entity_id, {_score_columns("s.")}
         FROM {Score._meta.db_table} s
         WHERE s.tenant_id = %(tenant)s AND s.kind = 'conversion' AND s.entity_type = 'account'
           AND s.entity_id = ANY(%(ids)s::bigint[])
     """  # noqa: S608 - identifiers from model metadata, values bound
-    decode: Callable[[Any, str], Any] = _stored if as_stored else _decoded
-    return {
-        int(pk): score_dict(value=value, percentile=percentile, grade=grade, reasons=decode(reasons, "[]"),
-                            model_version=model_version, rule_based=rule_based, computed_at=computed_at,
-                            details=_decoded(details, "{}"))
-        for pk, value, percentile, grade, reasons, model_version, rule_based, computed_at, details
-        in Score.objects.sql(tenant, statement, {"ids": list(account_ids)})
-    }  # fmt: skip
+    reasons = _stored if as_stored else _decoded
+    found = Score.objects.sql(tenant, statement, {"ids": list(account_ids)})
+    return {int(row[0]): score for row in found if (score := _score(row[1:], reasons, _decoded)) is not None}
 
 
 def account_users(tenant: Tenant, account_ids: Sequence[int], *, per_account: int = USERS_PER_ACCOUNT,
@@ -238,20 +232,14 @@ def account_users(tenant: Tenant, account_ids: Sequence[int], *, per_account: in
     For orjson only: templates and other encoders need the decoded values."""
     if not account_ids:
         return {}
-    score = "value, percentile, grade, reasons, model_version, rule_based, computed_at, details"
-
-    def shown(prefix: str) -> str:  # the score's columns, its time as the API writes it
-        return ", ".join(_iso_utc(f"r.{prefix}_{c}") if c == "computed_at" else f"r.{prefix}_{c}"
-                         for c in score.split(", "))  # fmt: skip
-
     statement = f"""
         SELECT r.account_id, r.user_id, r.external_id, r.email, r.properties, r.properties ->> 'role',
-               {shown("h")}, {shown("c")}
+               {_score_columns("r.h_")}, {_score_columns("r.c_")}
         FROM unnest(%(ids)s::bigint[]) AS acc(id)
         CROSS JOIN LATERAL (
             SELECT m.account_id, u.id AS user_id, u.external_id, u.email, m.properties,
-                   {", ".join(f"h.{c} AS h_{c}" for c in score.split(", "))},
-                   {", ".join(f"c.{c} AS c_{c}" for c in score.split(", "))}
+                   {", ".join(f"h.{c} AS h_{c}" for c in SCORE_COLUMNS)},
+                   {", ".join(f"c.{c} AS c_{c}" for c in SCORE_COLUMNS)}
             FROM {Membership._meta.db_table} m
             JOIN {EndUser._meta.db_table} u ON u.tenant_id = %(tenant)s AND u.id = m.end_user_id
             LEFT JOIN {Score._meta.db_table} h ON h.tenant_id = %(tenant)s AND h.kind = 'health'
@@ -270,10 +258,19 @@ def account_users(tenant: Tenant, account_ids: Sequence[int], *, per_account: in
         account_id, user_id, external_id, email, properties, role = row[:6]
         found.setdefault(int(account_id), []).append(PqlUser(
             id=int(user_id), external_id=external_id, email=email, role=role,
-            membership=decode(properties, "{}"), health=_score(row[6:14], decode),
-            champion=_score(row[14:22], decode),
+            membership=decode(properties, "{}"), health=_score(row[6:14], decode, decode),
+            champion=_score(row[14:22], decode, decode),
         ))  # fmt: skip
     return found
+
+
+# A score's columns as plain SQL reads them for `_score` (Score.as_dict's fields).
+SCORE_COLUMNS = ("value", "percentile", "grade", "reasons", "model_version", "rule_based", "computed_at", "details")
+
+
+def _score_columns(prefix: str) -> str:
+    """SCORE_COLUMNS as `prefix` names them ("s." or "r.h_"), the time written as the API writes it."""
+    return ", ".join(_iso_utc(prefix + c) if c == "computed_at" else prefix + c for c in SCORE_COLUMNS)
 
 
 def _iso_utc(column: str) -> str:
@@ -299,14 +296,17 @@ def _stored(value: Any, empty: str) -> orjson.Fragment:
     return orjson.Fragment(value if isinstance(value, str | bytes) else orjson.dumps(value))
 
 
-def _score(columns: Sequence[Any], decode: Any) -> dict[str, Any] | None:
-    """A score's columns (Score.as_dict's fields, in `account_users`' order) as the API shows it; None if absent."""
+Decode = Callable[[Any, str], Any]  # a jsonb column and what NULL stands for -> `_decoded` or `_stored`
+
+
+def _score(columns: Sequence[Any], reasons_as: Decode, details_as: Decode) -> dict[str, Any] | None:
+    """A score's SCORE_COLUMNS as the API shows it; None if absent."""
     value, percentile, grade, reasons, model_version, rule_based, computed_at, details = columns
     if value is None:
         return None
-    return score_dict(value=value, percentile=percentile, grade=grade, reasons=decode(reasons, "[]"),
+    return score_dict(value=value, percentile=percentile, grade=grade, reasons=reasons_as(reasons, "[]"),
                       model_version=model_version, rule_based=rule_based, computed_at=computed_at,
-                      details=decode(details, "{}") if details not in (None, "{}", {}) else {})  # fmt: skip
+                      details=details_as(details, "{}") if details not in (None, "{}", {}) else {})  # fmt: skip
 
 
 CSV_COLUMNS = ("rank", "account_id", "external_id", "name", "domain", "stage", "conversion", "percentile", "grade",
