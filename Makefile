@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SERVICES := $(PY) -m plgapp.devservices
 PYTEST_ARGS ?=
+# The suite runs in this many processes (pytest-xdist, a test file at a time each; 0: in one process). ADR 0029.
+TEST_PROCESSES ?= 2
 DEMO_ARGS ?=
 BENCH ?= ingest scoring playbooks pqls slack
 BENCH_ARGS ?=
@@ -25,7 +27,8 @@ export CHROMIUM_PATH := $(CHROMIUM)
 
 help:
 	@echo "make demo    run the product at http://127.0.0.1:$(PORT) (web + worker + beat); DEMO_ARGS=--check to smoke-test"
-	@echo "make test    lint, then the whole test suite on real PostgreSQL and Redis (PYTEST_ARGS=... to narrow)"
+	@echo "make test    lint, then the whole test suite on real PostgreSQL and Redis (PYTEST_ARGS=... to narrow;"
+	@echo "             TEST_PROCESSES=0 for one process)"
 	@echo "make run     web + worker + beat against the configured or embedded services, port PORT"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make format  ruff format + autofix"
@@ -61,7 +64,7 @@ $(CHROMIUM):
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
 
 test: lint $(CHROMIUM)
-	$(SERVICES) run --instance test -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(SERVICES) run --instance test -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 demo: install
 	$(SERVICES) run --instance dev -- $(PY) -m plgapp.runner demo --port $(PORT) $(DEMO_ARGS)

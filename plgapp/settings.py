@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -136,6 +137,13 @@ DATABASE_APP_ROLE = DATABASES["default"]["USER"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# The test suite's processes (pytest-xdist's gw0, gw1, ...) share one Redis server: each takes a database of its own,
+# REDIS_URL's and the ones after it, so that one's Celery queues, rate limits and flags are not another's. What a
+# test starts (workers, servers) inherits the variable, and so the same database.
+if _test_process := os.environ.get("PYTEST_XDIST_WORKER"):
+    _redis = urlsplit(REDIS_URL)
+    _database = int(_redis.path.strip("/") or 0) + int(_test_process.removeprefix("gw"))
+    REDIS_URL = _redis._replace(path=f"/{_database}").geturl()
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

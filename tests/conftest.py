@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,20 @@ def _use_credentials(of: Mapping[str, Any]) -> None:
     db = connections["default"]
     db.close()
     db.settings_dict.update({key: of.get(key) for key in _CREDENTIALS})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each of schemathesis' tests (one per API operation) its operation as its parameter in its id.
+
+    pytest 9.2 builds an item's id from its `originalname` and its parametrization, and schemathesis 4.32's items
+    share both: all 119 had one id. pytest-xdist hands tests out by id, so it ran one of them (ADR 0029)."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if label is not None and isinstance(item, pytest.Function) and item.id.params is None:
+            item._id = item.id.with_params(label)  # the id pytest would build from a parametrization of that name
+    repeated = [nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1]
+    if repeated:
+        raise pytest.UsageError(f"tests that share an id, of which pytest-xdist would run one: {repeated[:5]}")
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.integration
 def test_the_stack_loses_nothing_duplicates_nothing_and_recovers_by_itself_under_every_fault() -> None:
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL")}
+    # Its own services, and none of the test process's: not its database, Redis or Redis database (settings.py).
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL") and not k.startswith("PYTEST_XDIST")
+    }
     result = subprocess.run(
         [sys.executable, "-m", "tests.chaos", "--short", "--instance", "chaostest", "--json"],
         cwd=ROOT, env=environment, capture_output=True, text=True, timeout=400, check=False,
