@@ -7,6 +7,7 @@ its scores."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,16 @@ def connections() -> int:
             "AND backend_type = 'client backend'"
         )
         return cursor.fetchone()[0]
+
+
+def connections_settled(before: int, seconds: float = 5.0) -> int:
+    """The client connections once they are no more than `before`, or after `seconds`: a closed connection's backend
+    leaves pg_stat_activity a moment after its client closed it, longer on a busy machine; a leaked one stays. (No
+    fewer is fine: `before` may count a backend of an earlier test still on its way out.)"""
+    deadline = time.monotonic() + seconds
+    while (count := connections()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count
 
 
 def _same(one: Any, other: Any, path: str = "history") -> None:
@@ -91,7 +102,7 @@ def test_a_whole_tenant_loads_the_same_on_several_connections_as_on_one(monkeypa
             assert len(threaded.memberships) > 0
             assert len(threaded.account_rollups.count) > 0
     assert ran_with == [feature_loading.LOAD_THREADS, 1] * 2
-    assert connections() == before
+    assert connections_settled(before) <= before
 
 
 def _scores(tenant: Tenant) -> dict[tuple[str, int], tuple[Any, ...]]:
@@ -137,7 +148,7 @@ def test_kinds_written_while_the_next_is_computed_store_what_one_transaction_sto
         assert {ScoreKind.HEALTH, ScoreKind.CONVERSION, ScoreKind.CHAMPION} <= {kind for kind, _id in in_one}
         assert _scores(tenant) == in_one
         assert _history(tenant) == history_in_one
-    assert connections() == before
+    assert connections_settled(before) <= before
 
 
 def _history(tenant: Tenant, at: datetime | None = None) -> list[tuple[Any, ...]]:
@@ -192,4 +203,4 @@ def test_a_kind_whose_reasons_fail_midway_keeps_its_stored_scores(monkeypatch: p
         assert [row for row in _history(tenant) if row[0] == ScoreKind.CONVERSION] == [
             row for row in history_rows if row[0] == ScoreKind.CONVERSION
         ]
-    assert connections() == before
+    assert connections_settled(before) <= before
