@@ -12,6 +12,7 @@ from django.db import connections
 from django.test import Client
 from rest_framework.test import APIClient
 
+from accounts.models import Account, EndUser
 from plgapp.keys import KeyKind
 from plgapp.models import Tenant, User
 from plgapp.roles import Role
@@ -138,6 +139,11 @@ class TenantWorld:
     @property
     def slug(self) -> str:
         return self.tenant.slug
+
+
+def pk_of(world: TenantWorld, model: type[Account] | type[EndUser], external_id: str) -> int:
+    """The id of the world's account or user with this external id."""
+    return model.objects.for_tenant(world.tenant).get(external_id=external_id).pk
 
 
 def make_world(slug: str) -> TenantWorld:

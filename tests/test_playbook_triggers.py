@@ -17,7 +17,7 @@ from playbooks import services as playbook_services
 from playbooks.services import playbook_create, playbook_transition
 from scoring.models import Score
 from signals.processing import dirty_entities_process
-from tests.conftest import TenantWorld
+from tests.conftest import TenantWorld, pk_of
 from tests.test_ingest_journy import Journy
 from tests.test_playbook_engine import T0
 
@@ -75,10 +75,6 @@ def evaluated(world: TenantWorld, capture: Callable[..., Any], playbooks: dict[s
             _tenant, playbook_id, ids = callback.args
             queued[names[playbook_id]] = sorted({*queued.get(names[playbook_id], []), *ids})
     return queued
-
-
-def pk_of(world: TenantWorld, model: type[Account] | type[EndUser], external_id: str) -> int:
-    return model.objects.for_tenant(world.tenant).get(external_id=external_id).pk
 
 
 def fields_changed(world: TenantWorld, entity_type: str, pk: int) -> bool:

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from accounts.models import Account, EndUser, Membership
 from plgapp.roles import Role
 from scoring.models import LeadDisposition, Score
-from tests.conftest import TenantWorld
+from tests.conftest import TenantWorld, pk_of
 
 URL = "/api/v1/pqls/"
 
@@ -316,10 +316,6 @@ def test_the_json_api_writes_stored_reasons_details_and_properties_as_the_decode
     ann = next(u for u in body["results"][0]["users"] if u["external_id"] == "ann")
     assert "details" not in ann["scores"]["health"]
     assert ann["scores"]["health"]["reasons"] == []
-    stored = Score.objects.for_tenant(tenant_a.tenant).get(kind="health", entity_id=pk_of_user(tenant_a, "ann"))
+    stored = Score.objects.for_tenant(tenant_a.tenant).get(kind="health", entity_id=pk_of(tenant_a, EndUser, "ann"))
     assert stored.computed_at.microsecond  # written with microseconds, as Python writes them
     assert ann["scores"]["health"]["computed_at"] == stored.computed_at.isoformat().replace("+00:00", "Z")
-
-
-def pk_of_user(world: TenantWorld, external_id: str) -> int:
-    return EndUser.objects.for_tenant(world.tenant).get(external_id=external_id).pk
